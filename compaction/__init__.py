@@ -1,0 +1,1 @@
+"""Table maintenance: snapshot expiry, compaction of small files, manifests, orphans."""
