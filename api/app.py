@@ -9,12 +9,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pyiceberg.catalog.sql import SqlCatalog
 
-from api.auth import Authenticator
+from api.auth import Authenticator, Role
 from api.schema_registry import create_registry_app
 from catalog import create_catalog_app
 from tableflow.config import Settings
@@ -71,7 +71,5 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _depends(auth: Authenticator, role: str) -> object:
-    from fastapi import Depends
-
-    return Depends(auth.require(role))  # type: ignore[arg-type]
+def _depends(auth: Authenticator, role: Role) -> params.Depends:
+    return params.Depends(auth.require(role))

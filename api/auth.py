@@ -111,9 +111,7 @@ class Authenticator:
         self._clients: dict[str, AuthClient] = {client.id: client for client in settings.clients}
         # Per-client signing keys derived from the secrets: the secret itself never signs anything.
         self._keys: dict[str, bytes] = {
-            client.id: hashlib.sha256(
-                b"tableflow-token:" + client.secret.get_secret_value().encode()
-            ).digest()
+            client.id: hashlib.sha256(b"tableflow-token:" + client.secret.get_secret_value().encode()).digest()
             for client in settings.clients
         }
 
@@ -126,9 +124,7 @@ class Authenticator:
         if not self.enabled:
             return IssuedToken(secrets.token_urlsafe(24), self._settings.token_ttl_s)
         client = self._clients.get(client_id)
-        if client is None or not hmac.compare_digest(
-            client.secret.get_secret_value().encode(), client_secret.encode()
-        ):
+        if client is None or not hmac.compare_digest(client.secret.get_secret_value().encode(), client_secret.encode()):
             raise OAuthError(
                 "invalid_client",
                 "unknown client_id or wrong client_secret; check the credential against auth.clients",
@@ -157,9 +153,7 @@ class Authenticator:
             )
         scheme, _, credential = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise NotAuthenticatedError(
-                "unsupported Authorization header; use 'Authorization: Bearer <token>'"
-            )
+            raise NotAuthenticatedError("unsupported Authorization header; use 'Authorization: Bearer <token>'")
         credential = credential.strip()
         if credential.startswith(_TOKEN_PREFIX + "."):
             return self._verify(credential)
@@ -190,9 +184,7 @@ class Authenticator:
             form = self._read_form(await request.body())
             grant_type = form.get("grant_type")
             if grant_type == "client_credentials":
-                client_id, client_secret = self._client_credentials(
-                    form, request.headers.get("authorization")
-                )
+                client_id, client_secret = self._client_credentials(form, request.headers.get("authorization"))
                 issued = self.issue_token(client_id, client_secret)
             elif grant_type == _TOKEN_EXCHANGE:
                 subject = form.get("subject_token")
@@ -205,9 +197,7 @@ class Authenticator:
                     f"grant_type {grant_type!r} is not supported; use client_credentials or token exchange",
                 )
         except OAuthError as exc:
-            return JSONResponse(
-                {"error": exc.error, "error_description": exc.description}, status_code=exc.status_code
-            )
+            return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code)
         body: dict[str, str | int] = {
             "access_token": issued.access_token,
             "token_type": "bearer",
@@ -220,9 +210,7 @@ class Authenticator:
 
     def _sign(self, client_id: str) -> IssuedToken:
         ttl = self._settings.token_ttl_s
-        payload = json.dumps(
-            {"sub": client_id, "exp": int(self._clock()) + ttl}, separators=(",", ":")
-        ).encode()
+        payload = json.dumps({"sub": client_id, "exp": int(self._clock()) + ttl}, separators=(",", ":")).encode()
         body = f"{_TOKEN_PREFIX}.{_b64encode(payload)}"
         signature = hmac.new(self._keys[client_id], body.encode(), hashlib.sha256).digest()
         return IssuedToken(f"{body}.{_b64encode(signature)}", ttl)
@@ -235,15 +223,11 @@ class Authenticator:
             expires = int(payload["exp"])
             signature = _b64decode(signature_text)
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            raise NotAuthenticatedError(
-                "malformed bearer token; request a new one from /v1/oauth/tokens"
-            ) from exc
+            raise NotAuthenticatedError("malformed bearer token; request a new one from /v1/oauth/tokens") from exc
         key = self._keys.get(client_id)
         body = token.rsplit(".", 1)[0].encode()
         if key is None or not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), signature):
-            raise NotAuthenticatedError(
-                "invalid bearer token (unknown client or rotated secret); request a new one"
-            )
+            raise NotAuthenticatedError("invalid bearer token (unknown client or rotated secret); request a new one")
         if expires <= self._clock():
             raise NotAuthenticatedError("bearer token expired; request a new one from /v1/oauth/tokens")
         client = self._clients[client_id]

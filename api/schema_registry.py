@@ -129,12 +129,8 @@ async def _registry_error(_: Request, exc: Exception) -> Response:
 
 async def _invalid_request(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
-    return _error(
-        422, 422, f"Invalid request ({problems}); see the Confluent Schema Registry API for its shape"
-    )
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return _error(422, 422, f"Invalid request ({problems}); see the Confluent Schema Registry API for its shape")
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -237,9 +233,7 @@ def create_registry_app(
         return _version_body(store.lookup(subject, body.to_schema(), deleted=deleted))
 
     @app.get("/subjects/{subject}/versions")
-    def versions(
-        subject: str, deleted: bool = False, offset: int = Query(0, ge=0), limit: int = -1
-    ) -> list[int]:
+    def versions(subject: str, deleted: bool = False, offset: int = Query(0, ge=0), limit: int = -1) -> list[int]:
         return _page(store.versions(subject, deleted=deleted), offset, limit)
 
     @app.get("/subjects/{subject}/versions/{version}")
@@ -275,9 +269,7 @@ def create_registry_app(
         return {"compatibilityLevel": store.delete_compatibility(None)}
 
     @app.get("/config/{subject}")
-    def subject_config(
-        subject: str, default_to_global: bool = Query(False, alias="defaultToGlobal")
-    ) -> dict[str, str]:
+    def subject_config(subject: str, default_to_global: bool = Query(False, alias="defaultToGlobal")) -> dict[str, str]:
         return {"compatibilityLevel": store.get_compatibility(subject, default_to_global=default_to_global)}
 
     @app.put("/config/{subject}", dependencies=writes)
@@ -297,9 +289,7 @@ def create_registry_app(
         return answer
 
     @app.post("/compatibility/subjects/{subject}/versions/{version}")
-    def test_against_version(
-        subject: str, version: str, body: _SchemaRequest, verbose: bool = False
-    ) -> dict[str, Any]:
+    def test_against_version(subject: str, version: str, body: _SchemaRequest, verbose: bool = False) -> dict[str, Any]:
         problems = store.check_compatibility(subject, body.to_schema(), parse_version(version))
         return _compatibility_answer(problems, verbose)
 

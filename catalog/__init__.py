@@ -28,9 +28,7 @@ def create_catalog_app(catalog: Catalog, settings: Settings) -> FastAPI:
         )
     app = FastAPI(title="Tableflow Iceberg REST catalog", openapi_url=None, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.include_router(
-        build_router(CatalogStore(catalog, settings), Authenticator(settings.auth), catalog.name)
-    )
+    app.include_router(build_router(CatalogStore(catalog, settings), Authenticator(settings.auth), catalog.name))
     return app
 
 

@@ -136,9 +136,7 @@ def error_body(message: str, error_type: str, code: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "code": code}}
 
 
-def error_response(
-    message: str, error_type: str, code: int, headers: dict[str, str] | None = None
-) -> Response:
+def error_response(message: str, error_type: str, code: int, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(error_body(message, error_type, code), status_code=code, headers=headers)
 
 

@@ -77,9 +77,7 @@ def paginate(
         try:
             after = tuple(json.loads(base64.urlsafe_b64decode(page_token.encode("ascii") + b"==")))
         except (ValueError, UnicodeError, binascii.Error) as exc:
-            raise BadRequestError(
-                "pageToken is not a token this server issued; start again without one"
-            ) from exc
+            raise BadRequestError("pageToken is not a token this server issued; start again without one") from exc
         start = bisect.bisect_right(items, after)
     if page_size is None:
         return items[start:], None
@@ -162,9 +160,7 @@ class _Handlers:
 
     # Tables
 
-    def list_tables(
-        self, namespace: str, page_token: PageToken = None, page_size: PageSize = None
-    ) -> Response:
+    def list_tables(self, namespace: str, page_token: PageToken = None, page_size: PageSize = None) -> Response:
         items, token = paginate(self.store.list_tables(parse_namespace(namespace)), page_token, page_size)
         identifiers = [{"namespace": list(item[:-1]), "name": item[-1]} for item in items]
         return _json({"identifiers": identifiers, "next-page-token": token})
@@ -174,9 +170,7 @@ class _Handlers:
 
     def register_table(self, namespace: str, body: RegisterTableRequest) -> Response:
         identifier = (*parse_namespace(namespace), check_table_name(body.name))
-        return self.table_result(
-            self.store.register_table(identifier, body.metadata_location, body.overwrite)
-        )
+        return self.table_result(self.store.register_table(identifier, body.metadata_location, body.overwrite))
 
     def load_table(
         self, namespace: str, table: str, snapshots: Annotated[Literal["all", "refs"], Query()] = "all"
@@ -198,9 +192,7 @@ class _Handlers:
             )
         (result,) = self.store.commit([TableChange(identifier, body.requirements, body.updates)])
         location = json.dumps(result.metadata_location)
-        return Response(
-            f'{{"metadata-location":{location},"metadata":{result.metadata_json}}}', media_type=_JSON
-        )
+        return Response(f'{{"metadata-location":{location},"metadata":{result.metadata_json}}}', media_type=_JSON)
 
     def drop_table(
         self, namespace: str, table: str, purge: Annotated[bool, Query(alias="purgeRequested")] = False
@@ -234,9 +226,7 @@ class _Handlers:
 
     # Views: none are stored yet; the probes engines make (list, load, exists) get correct answers.
 
-    def list_views(
-        self, namespace: str, page_token: PageToken = None, page_size: PageSize = None
-    ) -> Response:
+    def list_views(self, namespace: str, page_token: PageToken = None, page_size: PageSize = None) -> Response:
         levels = parse_namespace(namespace)
         if not self.store.namespace_exists(levels):
             raise NoSuchNamespaceError(f"namespace {'.'.join(levels)!r} does not exist")

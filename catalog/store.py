@@ -187,9 +187,7 @@ class CatalogStore:
         self._cache = _MetadataCache(cache_size)
         # SQLite has one writer at a time and its busy handler sleeps in coarse steps; queueing this process's
         # swaps on a lock instead keeps commit latency flat. Other databases lock per row and need no help.
-        self._swap_lock: threading.Lock | None = (
-            threading.Lock() if self._engine.dialect.name == "sqlite" else None
-        )
+        self._swap_lock: threading.Lock | None = threading.Lock() if self._engine.dialect.name == "sqlite" else None
 
     @property
     def warehouse(self) -> str | None:
@@ -299,9 +297,7 @@ class CatalogStore:
             raise BadRequestError(f"cannot create table {_name(identifier)!r}: {exc}") from exc
         if request.stage_create:
             return LoadedTable(identifier, None, metadata, metadata.model_dump_json())
-        metadata_location = load_location_provider(
-            location, metadata.properties
-        ).new_table_metadata_file_location()
+        metadata_location = load_location_provider(location, metadata.properties).new_table_metadata_file_location()
         io = self._table_io(metadata, metadata_location)
         self._write(metadata, io, metadata_location)
         try:
@@ -321,9 +317,7 @@ class CatalogStore:
         """Apply each change and swap all tables in one database transaction (see the module docstring)."""
         identifiers = [change.identifier for change in changes]
         if len(set(identifiers)) != len(identifiers):
-            raise BadRequestError(
-                "a transaction may change each table only once; merge the changes per table"
-            )
+            raise BadRequestError("a transaction may change each table only once; merge the changes per table")
         results: dict[Identifier, LoadedTable] = {}
         staged: list[_Staged] = []
         for change in changes:
@@ -401,9 +395,7 @@ class CatalogStore:
                 assert current.metadata_location is not None
                 result = session.execute(self._cas(identifier, current.metadata_location, metadata_location))
                 if result.rowcount < 1:  # type: ignore[attr-defined]
-                    raise CommitFailedError(
-                        f"table {_name(identifier)!r} changed while it was being re-registered"
-                    )
+                    raise CommitFailedError(f"table {_name(identifier)!r} changed while it was being re-registered")
             session.commit()
         return self._remember(identifier, metadata_location, metadata)
 
@@ -449,9 +441,7 @@ class CatalogStore:
                     f"table {_name(identifier)!r} points at missing metadata file {location}"
                 ) from exc
             except OSError as exc:
-                raise ServiceUnavailableError(
-                    f"cannot read metadata of {_name(identifier)!r}: {exc}"
-                ) from exc
+                raise ServiceUnavailableError(f"cannot read metadata of {_name(identifier)!r}: {exc}") from exc
             entry = self._cache.put(location, metadata)
         return LoadedTable(identifier, location, *entry)
 
@@ -521,8 +511,7 @@ class CatalogStore:
             self._catalog._write_metadata(metadata, io, location)
         except Exception as exc:
             raise ServiceUnavailableError(
-                f"could not write table metadata to {location} ({type(exc).__name__}: {exc}); "
-                "nothing was committed"
+                f"could not write table metadata to {location} ({type(exc).__name__}: {exc}); nothing was committed"
             ) from exc
 
     def _cas(self, identifier: Identifier, expected: str, new: str) -> Update:
@@ -557,9 +546,7 @@ class CatalogStore:
                         )
                         session.execute(insert(IcebergTables).values(**row))
                     else:
-                        result = session.execute(
-                            self._cas(step.identifier, step.base_location, step.new_location)
-                        )
+                        result = session.execute(self._cas(step.identifier, step.base_location, step.new_location))
                         if result.rowcount < 1:  # type: ignore[attr-defined]
                             raise CommitFailedError(
                                 f"table {_name(step.identifier)!r} was changed by another commit; "
@@ -576,9 +563,7 @@ class CatalogStore:
             except SQLAlchemyError as exc:
                 session.rollback()
                 self._discard_staged(staged)
-                raise ServiceUnavailableError(
-                    f"catalog database error, nothing was committed: {exc}"
-                ) from exc
+                raise ServiceUnavailableError(f"catalog database error, nothing was committed: {exc}") from exc
             try:
                 session.commit()
             except DBAPIError as exc:

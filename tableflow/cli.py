@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8181, help="HTTP port of the service (default 8181)")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         if args.command == "serve":

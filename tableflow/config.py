@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tableflow.errors import ConfigError
@@ -84,7 +92,7 @@ class SchemaRegistrySettings(_Model):
 
 
 class ServerSettings(_Model):
-    host: str = "0.0.0.0"  # noqa: S104 - a service is reached from other hosts by design
+    host: str = "0.0.0.0"
     port: int = Field(default=8181, ge=0, le=65535)
 
 
@@ -151,9 +159,7 @@ class TableSettings(_Model):
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+", value):
-            raise ValueError(
-                f"table {value!r} must be a dotted identifier 'namespace.name' of letters, digits and '_'"
-            )
+            raise ValueError(f"table {value!r} must be a dotted identifier 'namespace.name' of letters, digits and '_'")
         return value
 
     @property
@@ -168,9 +174,7 @@ class TableSettings(_Model):
 class Settings(BaseSettings):
     """Everything ``tableflow serve`` needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TABLEFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TABLEFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     data_dir: Path = Path("./tableflow-data")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+_INT32 = pa.int32()
+
 
 def align_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     if array.type == target:
@@ -38,7 +40,7 @@ def align_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     return array.cast(target)
 
 
-def _offsets(array: pa.Array, kind: pa.DataType = pa.int32()) -> pa.Array:
+def _offsets(array: pa.Array, kind: pa.DataType = _INT32) -> pa.Array:
     """List/map offsets with nulls carried in, so null lists stay null (not empty)."""
     offsets = array.offsets.cast(kind)
     if array.null_count == 0:

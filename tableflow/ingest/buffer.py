@@ -57,11 +57,7 @@ class Buffer:
     def due(self, interval_s: float, max_records: int, max_bytes: int) -> bool:
         if self.started is None:
             return False
-        return (
-            self.records >= max_records
-            or self.bytes >= max_bytes
-            or time.monotonic() - self.started >= interval_s
-        )
+        return self.records >= max_records or self.bytes >= max_bytes or time.monotonic() - self.started >= interval_s
 
     def committed(self) -> None:
         """Start over from the positions just committed."""

@@ -15,6 +15,7 @@ Commit order (a crash between any two steps is safe because step 2 is the only t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -97,17 +98,19 @@ class Committer:
     # -- tables -------------------------------------------------------------------------------------
 
     def _properties(self, initial: om.OffsetMap | None) -> dict[str, str]:
-        props = {**self.settings.table_properties, MANAGED_PROPERTY: "true", TOPIC_PROPERTY: self.settings.topic}
+        props = {
+            **self.settings.table_properties,
+            MANAGED_PROPERTY: "true",
+            TOPIC_PROPERTY: self.settings.topic,
+        }
         if initial:
             props[om.INITIAL_OFFSETS_PROPERTY] = om.encode(initial)
         return props
 
     def _create(self, identifier: str, schema: pa.Schema, properties: dict[str, str]) -> Table:
         namespace = identifier.rsplit(".", 1)[0]
-        try:
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(namespace)
-        except NamespaceAlreadyExistsError:
-            pass
         try:
             table = self.catalog.create_table(identifier, schema=schema, properties=properties)
             log.info("created table %s", identifier)
@@ -135,9 +138,7 @@ class Committer:
         snapshot_id, files, size = self._retrying(
             self.ensure_table, lambda table: self._attempt(table, buffer, advanced)
         )
-        result = CommitResult(
-            snapshot_id, buffer.records, dead, files, size, advanced, time.monotonic() - started
-        )
+        result = CommitResult(snapshot_id, buffer.records, dead, files, size, advanced, time.monotonic() - started)
         log.info(
             "commit table=%s rows=%d dead=%d bytes=%d files=%d offsets=%s snapshot=%s duration_ms=%.1f",
             self.identifier, result.rows, result.dead, result.bytes, result.files,
@@ -189,7 +190,11 @@ class Committer:
             _delete(table, [f.file_path for f in files])
             raise
         snapshot = committed.current_snapshot()
-        return (snapshot.snapshot_id if snapshot else None), len(files), sum(f.file_size_in_bytes for f in files)
+        return (
+            (snapshot.snapshot_id if snapshot else None),
+            len(files),
+            sum(f.file_size_in_bytes for f in files),
+        )
 
     def _evolve_spec(self, tx: Transaction) -> None:
         """Add configured partition fields whose source column exists now (value columns appear with data)."""

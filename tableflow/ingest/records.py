@@ -58,9 +58,7 @@ class MessageBatch:
     def metadata(self) -> pa.Table:
         """The ``_kafka_*`` columns for every record of the batch, in batch order."""
         n = len(self.offsets)
-        headers = [
-            None if h is None else [{"key": k, "value": v} for k, v in h] for h in self.headers
-        ]
+        headers = [None if h is None else [{"key": k, "value": v} for k, v in h] for h in self.headers]
         return pa.Table.from_arrays(
             [
                 pa.array([self.topic] * n, pa.string()),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -80,7 +79,7 @@ class TableWorker:
             try:
                 self._consume_until_stopped()
                 break
-            except Exception as exc:  # noqa: BLE001 - every failure restarts from the table's positions
+            except Exception as exc:
                 log.exception("table %s failed; restarting from the table's positions", self.table.identifier)
                 self.status.state = "failed"
                 self.status.last_error = ErrorInfo(str(exc), datetime.now(UTC))
@@ -119,11 +118,16 @@ class TableWorker:
                 self.table.commit_interval_s, self.table.max_buffer_records, self.table.max_buffer_bytes
             ):
                 self._flush()
-            if self._suspended_at is not None and self.status.state != "suspended":
-                consumer.pause(consumer.assignment())
-                self.status.state = "suspended"
-                self.status.last_error = self._suspended_at
+            if self._suspended_at is not None:
+                self._suspend(consumer, self._suspended_at)
         self._flush()
+
+    def _suspend(self, consumer: Consumer, reason: ErrorInfo) -> None:
+        """Stop before the bad record (everything before it is committed); ``resume()`` re-reads from it."""
+        if self.status.state != "suspended":
+            consumer.pause(consumer.assignment())
+            self.status.state = "suspended"
+            self.status.last_error = reason
 
     def _apply_control(self, consumer: Consumer) -> None:
         if self._paused.is_set() and self.status.state == "running":
@@ -167,7 +171,7 @@ class TableWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             self._flush()
-        except Exception:  # noqa: BLE001 - the partitions go either way; the table stays the truth
+        except Exception:
             log.exception("%s: commit before revocation failed; the new owner re-reads", self.table.identifier)
         self._buffer.forget([tp.partition for tp in partitions])
         consumer.incremental_unassign(partitions)

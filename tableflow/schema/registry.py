@@ -48,6 +48,6 @@ class RemoteRegistry:
                     "or check that producers and Tableflow use the same registry"
                 ) from exc
             raise SchemaError(f"schema registry {self._url} answered {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+        except Exception as exc:
             raise SchemaError(f"schema registry {self._url} is unreachable: {exc}") from exc
         return RegisteredSchema(schema_id, schema.schema_type or "AVRO", schema.schema_str or "")

@@ -140,8 +140,7 @@ class Compatibility(StrEnum):
             return cls(text.upper())
         except ValueError:
             raise InvalidCompatibilityLevel(
-                f"Invalid compatibility level {text!r}. "
-                f"Valid values are {', '.join(level.value for level in cls)}"
+                f"Invalid compatibility level {text!r}. Valid values are {', '.join(level.value for level in cls)}"
             ) from None
 
     @property
@@ -208,8 +207,7 @@ def validate_subject(subject: str) -> str:
     """Subjects are path segments and database keys: 1-255 characters, no control characters."""
     if not 1 <= len(subject) <= _MAX_SUBJECT_LENGTH or not subject.isprintable():
         raise InvalidSubject(
-            f"The specified subject {subject!r} is not valid: "
-            f"use 1 to {_MAX_SUBJECT_LENGTH} printable characters"
+            f"The specified subject {subject!r} is not valid: use 1 to {_MAX_SUBJECT_LENGTH} printable characters"
         )
     return subject
 
@@ -374,8 +372,7 @@ class _Json:
             )
         newly_required = set(reader.get("required", [])) - set(writer.get("required", []))
         problems.extend(
-            f"{path}/properties/{name}: '{name}' is required by the reader but not by the writer; "
-            "make it optional"
+            f"{path}/properties/{name}: '{name}' is required by the reader but not by the writer; make it optional"
             for name in sorted(newly_required)
         )
         reader_properties, writer_properties = reader.get("properties", {}), writer.get("properties", {})
@@ -550,9 +547,7 @@ class SchemaStore:
         def read(conn: sa.Connection) -> SubjectVersion:
             rows = self._visible(conn, subject, deleted)
             parsed = self._parse(conn, schema)
-            schema_id = self._id_of(
-                conn, _fingerprint(schema.schema_type, parsed.canonical, schema.references)
-            )
+            schema_id = self._id_of(conn, _fingerprint(schema.schema_type, parsed.canonical, schema.references))
             for row in reversed(rows):
                 if row.schema_id == schema_id:
                     return row
@@ -614,9 +609,7 @@ class SchemaStore:
             if not rows:
                 raise SubjectNotFound(f"Subject '{subject}' not found.")
             # "latest" is the newest live version for a soft delete; a numbered one is looked up among all
-            candidates = (
-                rows if permanent or version is not None else [row for row in rows if not row.deleted]
-            )
+            candidates = rows if permanent or version is not None else [row for row in rows if not row.deleted]
             row = self._pick(candidates, version)
             where = (_versions.c.subject == subject) & (_versions.c.version == row.version)
             if permanent:
@@ -641,9 +634,7 @@ class SchemaStore:
 
     # compatibility
 
-    def get_compatibility(
-        self, subject: str | None = None, *, default_to_global: bool = True
-    ) -> Compatibility:
+    def get_compatibility(self, subject: str | None = None, *, default_to_global: bool = True) -> Compatibility:
         """The level in force: a subject's own, else the global one; with ``default_to_global`` off, a subject
         without its own level is SubjectCompatibilityNotConfigured."""
 
@@ -665,9 +656,7 @@ class SchemaStore:
         key = _GLOBAL if subject is None else validate_subject(subject)
 
         def write(conn: sa.Connection) -> None:
-            updated = conn.execute(
-                _config.update().where(_config.c.subject == key).values(compatibility=level)
-            )
+            updated = conn.execute(_config.update().where(_config.c.subject == key).values(compatibility=level))
             if updated.rowcount == 0:
                 conn.execute(_config.insert().values(subject=key, compatibility=level))
 
@@ -731,9 +720,7 @@ class SchemaStore:
     def _rows(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[SubjectVersion]:
         """The subject versions matching ``where``, soft-deleted ones included, by subject then version."""
         query = (
-            sa.select(
-                _versions.c.subject, _versions.c.version, _versions.c.schema_id, _versions.c.deleted, _schemas
-            )
+            sa.select(_versions.c.subject, _versions.c.version, _versions.c.schema_id, _versions.c.deleted, _schemas)
             .join(_schemas, _schemas.c.id == _versions.c.schema_id)
             .where(where)
             .order_by(_versions.c.subject, _versions.c.version)
@@ -792,9 +779,7 @@ class SchemaStore:
 
     @staticmethod
     def _id_of(conn: sa.Connection, fingerprint: str) -> int | None:
-        return conn.execute(
-            sa.select(_schemas.c.id).where(_schemas.c.fingerprint == fingerprint)
-        ).scalar_one_or_none()
+        return conn.execute(sa.select(_schemas.c.id).where(_schemas.c.fingerprint == fingerprint)).scalar_one_or_none()
 
     def _referenced(self, conn: sa.Connection, references: Iterable[SchemaReference]) -> list[str]:
         """The texts of the schemas ``references`` point at, each after its own references.

@@ -116,9 +116,7 @@ def main() -> None:
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
-        server = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, str(data_dir), str(port)], cwd=ROOT, env=env
-        )
+        server = subprocess.Popen([sys.executable, "-c", _SERVER, str(data_dir), str(port)], cwd=ROOT, env=env)
         base = f"http://127.0.0.1:{port}/iceberg/v1/tableflow"
         try:
             deadline = time.monotonic() + 30
@@ -147,9 +145,7 @@ def main() -> None:
                 }
                 return http.post(f"/namespaces/bench/tables/commit_{index}", json=body).status_code == 200
 
-            print(
-                f"catalog benchmark: {SECONDS_PER_SCENARIO:.0f} s per scenario, SQLite catalog, files on disk"
-            )
+            print(f"catalog benchmark: {SECONDS_PER_SCENARIO:.0f} s per scenario, SQLite catalog, files on disk")
             for name, request in (("loadTable", load), ("commit", commit)):
                 for clients in CONCURRENCY:
                     print(_run(name, clients, request, base).line(), flush=True)

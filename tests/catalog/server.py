@@ -29,13 +29,9 @@ def serve(app: FastAPI) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
-        )
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False)
     )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="catalog-server", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="catalog-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
@@ -88,9 +84,7 @@ def duckdb_attach(uri: str) -> duckdb.DuckDBPyConnection:
         import duckdb_ext
     except ImportError:
         pytest.skip("duckdb-ext-iceberg is not installed; pip install -e '.[dev]'")
-    directory = next(
-        Path(root) / "extensions" for root in duckdb_ext.__path__ if (Path(root) / "extensions").is_dir()
-    )
+    directory = next(Path(root) / "extensions" for root in duckdb_ext.__path__ if (Path(root) / "extensions").is_dir())
     con = duckdb.connect()
     con.execute(f"SET extension_directory='{directory}'")
     con.execute("LOAD iceberg")

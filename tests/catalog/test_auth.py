@@ -102,9 +102,7 @@ def test_catalog_requires_credentials(start_server: StartServer) -> None:
             },
         )
         assert exchanged.status_code == 200
-        basic = http.post(
-            "/v1/oauth/tokens", data={"grant_type": "client_credentials"}, auth=("bi", "bi-secret")
-        )
+        basic = http.post("/v1/oauth/tokens", data={"grant_type": "client_credentials"}, auth=("bi", "bi-secret"))
         assert basic.status_code == 200
 
         wrong = http.post(

@@ -42,9 +42,7 @@ def catalog_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def specs() -> dict[str, Any]:
     if not (SPECS / MAIN).is_file():
-        pytest.skip(
-            f"the Iceberg REST spec is not in {SPECS.resolve()} (shared/ sits beside the clone in CI)"
-        )
+        pytest.skip(f"the Iceberg REST spec is not in {SPECS.resolve()} (shared/ sits beside the clone in CI)")
     return {name: schemathesis.openapi.from_path(SPECS / name) for name in (MAIN, RELEASE)}
 
 

@@ -84,16 +84,12 @@ def test_nested_namespaces_use_unit_separator_and_paginate(http: httpx.Client) -
         if token is None:
             break
     assert seen == everything["namespaces"]
-    assert_error(
-        http.get("/v1/namespaces", params={"parent": "top", "pageToken": "%%%"}), 400, "BadRequestException"
-    )
+    assert_error(http.get("/v1/namespaces", params={"parent": "top", "pageToken": "%%%"}), 400, "BadRequestException")
     assert_error(http.get("/v1/namespaces", params={"parent": "missing"}), 404, "NoSuchNamespaceException")
 
 
 def test_namespace_errors(http: httpx.Client) -> None:
-    assert (
-        http.post("/v1/namespaces", json={"namespace": ["ns"], "properties": {"a": "1"}}).status_code == 200
-    )
+    assert http.post("/v1/namespaces", json={"namespace": ["ns"], "properties": {"a": "1"}}).status_code == 200
     assert_error(http.post("/v1/namespaces", json={"namespace": ["ns"]}), 409, "AlreadyExistsException")
     assert_error(http.get("/v1/namespaces/none"), 404, "NoSuchNamespaceException")
     assert_error(http.delete("/v1/namespaces/none"), 404, "NoSuchNamespaceException")
@@ -118,9 +114,7 @@ def test_validation_errors_are_400_in_iceberg_shape(http: httpx.Client) -> None:
     create_table(http, "ns", "t")
     bad_action = {"updates": [{"action": "make-it-fast"}]}
     assert_error(http.post("/v1/namespaces/ns/tables/t", json=bad_action), 400, "BadRequestException")
-    assert_error(
-        http.get("/v1/namespaces/ns/tables/t", params={"snapshots": "some"}), 400, "BadRequestException"
-    )
+    assert_error(http.get("/v1/namespaces/ns/tables/t", params={"snapshots": "some"}), 400, "BadRequestException")
     assert_error(http.get("/v1/namespaces", params={"pageSize": 0}), 400, "BadRequestException")
 
 
@@ -164,9 +158,7 @@ def test_table_endpoints(http: httpx.Client, rest: RestCatalog) -> None:
         "updates": [{"action": "set-properties", "updates": {"x": "y"}}],
     }
     assert_error(http.post("/v1/namespaces/ns/tables/t", json=stale), 409, "CommitFailedException")
-    assert_error(
-        http.post("/v1/namespaces/ns/tables/u", json=set_properties(uuid)), 404, "NoSuchTableException"
-    )
+    assert_error(http.post("/v1/namespaces/ns/tables/u", json=set_properties(uuid)), 404, "NoSuchTableException")
     mismatched = {"identifier": {"namespace": ["ns"], "name": "other"}, "updates": []}
     assert_error(http.post("/v1/namespaces/ns/tables/t", json=mismatched), 400, "BadRequestException")
 
@@ -197,9 +189,7 @@ def test_table_endpoints(http: httpx.Client, rest: RestCatalog) -> None:
     assert_error(http.post("/v1/tables/rename", json=elsewhere), 404, "NoSuchNamespaceException")
 
     assert_error(
-        http.post(
-            "/v1/namespaces/ns/register", json={"name": "r", "metadata-location": "file:///nowhere.json"}
-        ),
+        http.post("/v1/namespaces/ns/register", json={"name": "r", "metadata-location": "file:///nowhere.json"}),
         400,
         "BadRequestException",
     )
@@ -242,9 +232,7 @@ def test_multi_table_transaction_is_atomic(http: httpx.Client) -> None:
     def change(name: str, uuid: str, **updates: str) -> dict[str, Any]:
         return {"identifier": {"namespace": ["ns"], "name": name}, **set_properties(uuid, **updates)}
 
-    failing = {
-        "table-changes": [change("a", a, v="1"), change("b", "00000000-0000-0000-0000-000000000000", v="1")]
-    }
+    failing = {"table-changes": [change("a", a, v="1"), change("b", "00000000-0000-0000-0000-000000000000", v="1")]}
     assert_error(http.post("/v1/transactions/commit", json=failing), 409, "CommitFailedException")
     for name in ("a", "b"):
         assert "v" not in http.get(f"/v1/namespaces/ns/tables/{name}").json()["metadata"]["properties"]

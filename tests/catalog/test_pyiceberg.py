@@ -47,9 +47,7 @@ def test_namespace_lifecycle(rest: RestCatalog) -> None:
     assert properties["owner"] == "data"
     assert properties["location"].endswith("/warehouse/analytics")
 
-    summary = rest.update_namespace_properties(
-        "analytics", removals={"owner", "absent"}, updates={"tier": "gold"}
-    )
+    summary = rest.update_namespace_properties("analytics", removals={"owner", "absent"}, updates={"tier": "gold"})
     assert (summary.updated, summary.removed, summary.missing) == (["tier"], ["owner"], ["absent"])
     assert "owner" not in rest.load_namespace_properties("analytics")
 
@@ -68,9 +66,7 @@ def test_table_lifecycle(rest: RestCatalog, server: CatalogServer) -> None:
         NestedField(2, "name", StringType(), required=False),
         NestedField(3, "at", TimestamptzType(), required=False),
     )
-    spec = PartitionSpec(
-        PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="name")
-    )
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="name"))
     table = rest.create_table("shop.orders", schema=schema, partition_spec=spec, properties={"k": "v"})
     assert table.spec().fields[0].name == "name"
     with pytest.raises(TableAlreadyExistsError):
@@ -130,9 +126,7 @@ def test_staged_create_writes_nothing_until_commit(rest: RestCatalog, server: Ca
     assert rest.load_table("stage.events").scan().to_arrow().num_rows == 3
 
 
-def test_lost_race_answers_commit_failed_and_retry_keeps_both(
-    rest: RestCatalog, server: CatalogServer
-) -> None:
+def test_lost_race_answers_commit_failed_and_retry_keeps_both(rest: RestCatalog, server: CatalogServer) -> None:
     rest.create_namespace("race")
     # No client-side retries, so the conflict surfaces here instead of inside pyiceberg's retry loop.
     rest.create_table("race.t", schema=ROWS, properties={"commit.retry.num-retries": "0"})

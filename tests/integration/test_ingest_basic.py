@@ -31,7 +31,7 @@ def _wait_rows(catalog: object, identifier: str, count: int, timeout_s: float = 
             rows = table.scan().to_arrow().num_rows
             if rows >= count:
                 return int(rows)
-        except Exception:  # noqa: BLE001 - not created yet
+        except Exception:
             pass
         time.sleep(0.5)
     return rows

@@ -17,9 +17,7 @@ from tableflow.schema.store import SchemaStore
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free loopback port in a thread; yields its base URL, stops it after."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="registry-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

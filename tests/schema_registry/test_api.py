@@ -74,10 +74,7 @@ def test_register_is_idempotent_and_ids_are_global(client: SchemaRegistryClient,
     assert first == 1
     assert client.register_schema("a-value", Schema(USER_V1, "AVRO")) == first
     respaced = json.dumps(json.loads(USER_V1), indent=4, sort_keys=True)
-    assert (
-        SchemaRegistryClient({"url": registry_url}).register_schema("a-value", Schema(respaced, "AVRO"))
-        == first
-    )
+    assert SchemaRegistryClient({"url": registry_url}).register_schema("a-value", Schema(respaced, "AVRO")) == first
     assert client.register_schema("b-value", Schema(USER_V1, "AVRO")) == first
     assert client.register_schema("a-value", Schema(USER_WITH_EMAIL_DEFAULT, "AVRO")) == 2
 
@@ -129,9 +126,7 @@ def test_lookup_and_read_errors(client: SchemaRegistryClient) -> None:
 
 def test_invalid_schemas_answer_42201_with_the_parser_message(client: SchemaRegistryClient) -> None:
     with pytest.raises(SchemaRegistryError) as failure:
-        client.register_schema(
-            "bad", Schema('{"type": "record", "name": "X", "fields": [{"name": "a"}]}', "AVRO")
-        )
+        client.register_schema("bad", Schema('{"type": "record", "name": "X", "fields": [{"name": "a"}]}', "AVRO"))
     assert failure.value.error_code == 42201
     assert "missing 'type'" in failure.value.error_message
 
@@ -234,9 +229,7 @@ def test_compatibility_check_endpoint(client: SchemaRegistryClient, registry_url
     assert verbose["is_compatible"] is False
     assert any("field 'email'" in message for message in verbose["messages"])
     assert error_code(lambda: client.test_compatibility("users", Schema(USER_V1, "AVRO"), version=9)) == 40402
-    assert (
-        error_code(lambda: client.test_compatibility("nobody", Schema(USER_V1, "AVRO"), version=1)) == 40401
-    )
+    assert error_code(lambda: client.test_compatibility("nobody", Schema(USER_V1, "AVRO"), version=1)) == 40401
     assert error_code(lambda: client.test_compatibility("users", Schema("{", "AVRO"))) == 42201
 
 

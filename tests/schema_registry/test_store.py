@@ -148,9 +148,7 @@ def test_concurrent_stores_never_share_an_id_between_schemas(db_url: str, tmp_pa
             assert store.get_schema(schema_id).schema_str == text
     shared = stores[1].versions("shared")
     assert shared == list(range(1, len(stores) * per_writer + 1))
-    assert {stores[0].version("shared", v).schema_id for v in shared} == set(results.values()) - {
-        results[USER_V1]
-    }
+    assert {stores[0].version("shared", v).schema_id for v in shared} == set(results.values()) - {results[USER_V1]}
     assert stores[1].versions("common") == [1]
     for engine in engines:
         engine.dispose()
@@ -204,9 +202,7 @@ def test_avro_references_resolve_through_the_store(store: SchemaStore) -> None:
     country = SchemaReference("test.Country", "country", 1)
     store.register("country", Schema(record(field("code", "string"), name="Country")))
     for name in ("Address", "Phone"):  # both need Country: the customer below reaches it twice
-        store.register(
-            name.lower(), Schema(record(field("country", "test.Country"), name=name), "AVRO", (country,))
-        )
+        store.register(name.lower(), Schema(record(field("country", "test.Country"), name=name), "AVRO", (country,)))
     customer = record(field("home", "test.Address"), field("phone", "test.Phone"), name="Customer")
     references = (SchemaReference("test.Address", "address", 1), SchemaReference("test.Phone", "phone", 1))
 

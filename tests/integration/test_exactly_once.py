@@ -1,0 +1,144 @@
+"""Exactly once under SIGKILL, restarts and two processes sharing a topic (real broker, real processes)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from pyiceberg.catalog.sql import SqlCatalog
+
+from tableflow import offsets as om
+from tableflow.config import load_config
+from tableflow.lake import open_catalog
+from tests.service import Service, write_config
+
+
+class Feed:
+    """Produces ``count`` records in the background and remembers where each one landed."""
+
+    def __init__(self, bootstrap: str, topic: str, count: int, partitions: int, rate: float) -> None:
+        self.topic, self.count, self.partitions, self.rate = topic, count, partitions, rate
+        self.delivered: dict[tuple[int, int], bytes] = {}
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        assert err is None, err
+        self.delivered[(msg.partition(), msg.offset())] = msg.value()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i in range(self.count):
+            self._producer.produce(
+                self.topic, value=f"record-{i}".encode(), key=str(i).encode(),
+                partition=i % self.partitions, on_delivery=self._delivered,
+            )  # fmt: skip
+            if i % 500 == 0:
+                self._producer.poll(0)
+                ahead = i / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self._producer.flush(60)
+
+    def start(self) -> Feed:
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self._thread.join(120)
+        assert len(self.delivered) == self.count
+
+    def positions(self) -> dict[int, int]:
+        ends: dict[int, int] = {}
+        for partition, offset in self.delivered:
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
+        return ends
+
+
+def _table(data_dir: Path, identifier: str) -> Any:
+    settings = load_config(None, data_dir=data_dir)
+    catalog = open_catalog(settings)
+    assert isinstance(catalog, SqlCatalog)
+    return catalog.load_table(identifier)
+
+
+def _wait_caught_up(data_dir: Path, identifier: str, topic: str, ends: dict[int, int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    held: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            held = om.table_offsets(_table(data_dir, identifier)).get(topic, {})
+        except Exception:
+            held = {}
+        if held == ends:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"table holds {held}, topic ends at {ends}")
+
+
+def _assert_exactly_once(data_dir: Path, identifier: str, feed: Feed) -> None:
+    data = _table(data_dir, identifier).scan().to_arrow()
+    keys = list(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist(), strict=True))
+    assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} duplicate rows"
+    assert set(keys) == set(feed.delivered), (
+        f"missing {len(set(feed.delivered) - set(keys))}, unexpected {len(set(keys) - set(feed.delivered))}"
+    )
+    values = dict(zip(keys, data["_kafka_value"].to_pylist(), strict=True))
+    assert values == feed.delivered
+
+
+def _chaos(bootstrap: str, topic: str, tmp_path: Path, count: int, kills: int, rate: float) -> None:
+    data_dir = tmp_path / "data"
+    table = {"topic": topic, "format": "raw", "commit_interval_s": 0.5, "max_buffer_records": 3000}
+    port = write_config(tmp_path / "tableflow.yaml", data_dir, bootstrap, [table])
+    identifier = load_config(None, tables=[table]).tables[0].identifier
+    service = Service(tmp_path / "tableflow.yaml", port, tmp_path / "service.log")
+    rng = random.Random(7)
+    feed = Feed(bootstrap, topic, count, 4, rate).start()
+    try:
+        for _ in range(kills):
+            service.start()
+            time.sleep(rng.uniform(1.0, 5.0))
+            service.kill()
+        feed.join()
+        service.start()
+        _wait_caught_up(data_dir, identifier, topic, feed.positions(), timeout_s=180)
+    finally:
+        service.stop()
+    _assert_exactly_once(data_dir, identifier, feed)
+
+
+def test_sigkill_during_ingestion_loses_and_duplicates_nothing(bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    _chaos(bootstrap, make_topic(partitions=4), tmp_path, count=20_000, kills=3, rate=2_000)
+
+
+@pytest.mark.slow
+def test_sigkill_five_times_over_100k_records(bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    _chaos(bootstrap, make_topic(partitions=4), tmp_path, count=100_000, kills=5, rate=4_000)
+
+
+def test_two_processes_share_a_topic_exactly_once(bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    topic = make_topic(partitions=4)
+    data_dir = tmp_path / "data"
+    table = {"topic": topic, "format": "raw", "commit_interval_s": 0.5}
+    port_a = write_config(tmp_path / "a.yaml", data_dir, bootstrap, [table])
+    port_b = write_config(tmp_path / "b.yaml", data_dir, bootstrap, [table])
+    identifier = load_config(None, tables=[table]).tables[0].identifier
+    feed = Feed(bootstrap, topic, 20_000, 4, 1_500).start()
+    with (
+        Service(tmp_path / "a.yaml", port_a, tmp_path / "a.log").start(),
+        Service(tmp_path / "b.yaml", port_b, tmp_path / "b.log").start() as b,
+    ):
+        time.sleep(3)
+        b.stop()  # a takes b's partitions over mid-stream
+        b.start()
+        feed.join()
+        _wait_caught_up(data_dir, identifier, topic, feed.positions(), timeout_s=120)
+    _assert_exactly_once(data_dir, identifier, feed)
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert "assigned" in logs
