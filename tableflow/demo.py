@@ -24,10 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import uvicorn
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from fastapi import FastAPI
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
@@ -95,23 +97,25 @@ _STATUSES: Final = ("NEW", "PAID", "SHIPPED", "CANCELLED")
 _STATUS_WEIGHTS: Final = (20, 50, 25, 5)
 _CHANNELS: Final = ("web", "ios", "android", "store")
 _CHANNEL_WEIGHTS: Final = (45, 25, 20, 10)
-_PROMOS: Final = ({}, {}, {}, {"promo": "SPRING10"}, {"gift": "yes"}, {"coupon": "WELCOME"})
+_PROMOS: Final[tuple[dict[str, str], ...]] = ({}, {}, {}, {"promo": "SPRING10"}, {"gift": "yes"}, {"coupon": "WELCOME"})
 _NOTES: Final = ("leave at door", "call on arrival", "gift wrap")
 
 
 def make_order(i: int, rng: random.Random) -> dict[str, Any]:
     """Order number ``i`` with plausible values; 60-100 bytes of Avro (1-3 items, optional email and note)."""
     customer = rng.randint(1, 50_000)
-    items = [
-        {"sku": f"SKU-{rng.randint(0, 9999):04d}", "qty": rng.randint(1, 3), "unit_price": rng.randint(199, 9999) / 100}
-        for _ in range(rng.choices((1, 2, 3), (60, 30, 10))[0])
-    ]
+    items: list[dict[str, Any]] = []
+    total = 0.0
+    for _ in range(rng.choices((1, 2, 3), (65, 30, 5))[0]):
+        qty, price = rng.randint(1, 3), rng.randint(199, 9999) / 100
+        items.append({"sku": f"SKU-{rng.randint(0, 9999):04d}", "qty": qty, "unit_price": price})
+        total += qty * price
     return {
         "order_id": f"o{i:08d}",
         "customer": {
             "id": customer,
             "country": rng.choices(_COUNTRIES, _COUNTRY_WEIGHTS)[0],
-            "email": f"c{customer}@mail.com" if rng.random() < 0.6 else None,
+            "email": f"c{customer}@mail.com" if rng.random() < 0.7 else None,
         },
         "items": items,
         "attributes": rng.choice(_PROMOS),
@@ -119,7 +123,7 @@ def make_order(i: int, rng: random.Random) -> dict[str, Any]:
         "status": rng.choices(_STATUSES, _STATUS_WEIGHTS)[0],
         "created_at": datetime.now(UTC),
         "channel": rng.choices(_CHANNELS, _CHANNEL_WEIGHTS)[0],
-        "total": round(sum(item["qty"] * item["unit_price"] for item in items), 2),
+        "total": round(total, 2),
     }
 
 
@@ -146,7 +150,8 @@ def run_demo(duration_s: float | None, rate: int, port: int) -> None:
             ],
         )
         identifier = settings.tables[0].identifier
-        with _service(settings) as catalog:
+        with _service(settings) as app:
+            catalog: Catalog = app.state.catalog
             _print_howto(port, identifier)
             producer = _OrderProducer(broker.bootstrap_servers, f"http://127.0.0.1:{port}/schema-registry", rate)
             producer.start()
@@ -160,12 +165,11 @@ def run_demo(duration_s: float | None, rate: int, port: int) -> None:
             _drain(catalog, identifier, produced)
             print("stopping the service (the workers commit what they hold) ...")
         rows = _rows(_load(catalog, identifier))
-    print(f"done: produced {produced:,} orders; kafka.{TOPIC} holds {rows:,} rows")
+        last_error = app.state.ingestor.workers[identifier].status.last_error
+    print(f"done: produced {produced:,} orders; {identifier} holds {rows:,} rows")
     if duration_s is not None and rows == 0:
-        raise TableflowError(
-            f"the demo produced {produced:,} orders in {duration_s:g}s but table {identifier} has no rows; "
-            "rerun with --log-level DEBUG to see the ingestion worker's log"
-        )
+        why = f"; the worker's last error: {last_error.message}" if last_error else ""
+        raise TableflowError(f"the demo produced {produced:,} orders in {duration_s:g}s but {identifier} is empty{why}")
 
 
 def _quiet_logs() -> None:
@@ -183,7 +187,7 @@ def _create_topic(bootstrap: str) -> None:
 
 
 @contextmanager
-def _service(settings: Settings) -> Iterator[Catalog]:
+def _service(settings: Settings) -> Iterator[FastAPI]:
     """The whole app under uvicorn in a thread; leaving stops it, which commits and stops the workers."""
     from api.app import create_app
 
@@ -194,7 +198,7 @@ def _service(settings: Settings) -> Iterator[Catalog]:
     thread.start()
     try:
         _wait_healthy(f"http://{host}:{port}/healthz", thread)
-        yield app.state.catalog  # type: ignore[no-any-return]
+        yield app
     finally:
         server.should_exit = True
         thread.join(90)
@@ -238,11 +242,15 @@ class _OrderProducer:
         self.delivered = 0
         self.error: BaseException | None = None
         self._bootstrap = bootstrap
-        self._registry_url = registry_url
+        self._registry = SchemaRegistryClient({"url": registry_url})
+        self._schema_str = json.dumps(ORDER_SCHEMA)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tableflow-demo-producer", daemon=True)
 
     def start(self) -> None:
+        """Register the schema here, so a registry failure stops the demo before anything runs."""
+        schema_id = self._registry.register_schema(SUBJECT, Schema(self._schema_str, "AVRO"))
+        print(f"  registered subject '{SUBJECT}' as schema id {schema_id} in the embedded schema registry")
         self._thread.start()
 
     def stop(self) -> None:
@@ -258,11 +266,7 @@ class _OrderProducer:
             self.error = exc
 
     def _produce(self) -> None:
-        registry = SchemaRegistryClient({"url": self._registry_url})
-        schema_str = json.dumps(ORDER_SCHEMA)
-        schema_id = registry.register_schema(SUBJECT, Schema(schema_str, "AVRO"))
-        print(f"  registered subject '{SUBJECT}' as schema id {schema_id}; producing ...")
-        serialize = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": False})
+        serialize = AvroSerializer(self._registry, self._schema_str, conf={"auto.register.schemas": False})
         context = SerializationContext(TOPIC, MessageField.VALUE)
         producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 20})
         rng = random.Random(7)

@@ -55,6 +55,15 @@ def make_topic(bootstrap: str) -> Iterator[object]:
 
 
 @pytest.fixture
+def kafka_settings(bootstrap: str) -> dict[str, object]:
+    """The ``kafka`` settings section for tests: a short session so group joins and failover are quick."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    }
+
+
+@pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "tableflow-data"
     path.mkdir()

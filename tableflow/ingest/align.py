@@ -7,6 +7,7 @@ lands in the evolved table without a per-record step.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _INT32 = pa.int32()
 
@@ -47,7 +48,7 @@ def _offsets(array: pa.Array, kind: pa.DataType = _INT32) -> pa.Array:
         return offsets
     # A null at position i is expressed as a null offset at i (Arrow's from_arrays convention).
     mask = pa.concat_arrays([array.is_null(), pa.array([False])])
-    return pa.compute.if_else(mask, pa.nulls(len(offsets), kind), offsets)
+    return pc.if_else(mask, pa.nulls(len(offsets), kind), offsets)
 
 
 def align_table(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -68,5 +69,5 @@ class Buffer:
 
 
 def _without(table: pa.Table, partitions: set[int]) -> pa.Table:
-    keep = pa.compute.invert(pa.compute.is_in(table["_kafka_partition"], pa.array(sorted(partitions), pa.int32())))
+    keep = pc.invert(pc.is_in(table["_kafka_partition"], pa.array(sorted(partitions), pa.int32())))
     return table.filter(keep)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.exceptions import TableAlreadyExistsError as _Exists
@@ -215,7 +216,7 @@ class Committer:
         def attempt(table: Table) -> _Outcome:
             current = om.table_offsets(table)
             held = current.get(topic, {})
-            keep = pa.compute.greater_equal(
+            keep = pc.greater_equal(
                 data["_kafka_offset"],
                 pa.array([held.get(p, -1) for p in data["_kafka_partition"].to_pylist()], pa.int64()),
             )

@@ -14,6 +14,7 @@ import threading
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.catalog import Catalog
 
@@ -319,4 +320,4 @@ def _rows(decoded: Decoded, metadata: pa.Table) -> list[pa.Table]:
 def _before(table: pa.Table, cut: dict[int, int]) -> pa.Table:
     """Rows of ``table`` that lie before the cut offset of their partition."""
     limits = pa.array([cut.get(p, 2**62) for p in table["_kafka_partition"].to_pylist()], pa.int64())
-    return table.filter(pa.compute.less(table["_kafka_offset"], limits))
+    return table.filter(pc.less(table["_kafka_offset"], limits))

@@ -37,12 +37,14 @@ def _wait_rows(catalog: object, identifier: str, count: int, timeout_s: float = 
     return rows
 
 
-def test_raw_topic_lands_exactly_once(bootstrap: str, make_topic: object, data_dir: Path) -> None:
+def test_raw_topic_lands_exactly_once(
+    bootstrap: str, make_topic: object, data_dir: Path, kafka_settings: dict[str, object]
+) -> None:
     topic = make_topic(partitions=3)  # type: ignore[operator]
     settings = load_config(
         None,
         data_dir=data_dir,
-        kafka={"bootstrap_servers": bootstrap},
+        kafka=kafka_settings,
         tables=[{"topic": topic, "format": "raw", "commit_interval_s": 1}],
     )
     catalog = open_catalog(settings)
@@ -62,12 +64,14 @@ def test_raw_topic_lands_exactly_once(bootstrap: str, make_topic: object, data_d
     assert om.table_offsets(raw)[topic] == {0: 100, 1: 100, 2: 100}
 
 
-def test_json_topic_widens_its_schema(bootstrap: str, make_topic: object, data_dir: Path) -> None:
+def test_json_topic_widens_its_schema(
+    bootstrap: str, make_topic: object, data_dir: Path, kafka_settings: dict[str, object]
+) -> None:
     topic = make_topic(partitions=2)  # type: ignore[operator]
     settings = load_config(
         None,
         data_dir=data_dir,
-        kafka={"bootstrap_servers": bootstrap},
+        kafka=kafka_settings,
         tables=[{"topic": topic, "format": "json", "commit_interval_s": 1}],
     )
     catalog = open_catalog(settings)
@@ -83,3 +87,34 @@ def test_json_topic_widens_its_schema(bootstrap: str, make_topic: object, data_d
     js = catalog.load_table(settings.tables[0].identifier).scan().to_arrow()
     assert {"id", "name", "nested", "extra"} <= set(js.column_names)
     assert sorted(js["id"].to_pylist()) == list(range(250))
+
+
+def test_start_latest_skips_history_and_records_its_start(
+    bootstrap: str, make_topic: object, data_dir: Path, kafka_settings: dict[str, object]
+) -> None:
+    topic = make_topic(partitions=1)  # type: ignore[operator]
+    old = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for i in range(5):
+        old.produce(topic, value=f"old{i}".encode())
+        old.flush(10)
+    settings = load_config(
+        None,
+        data_dir=data_dir,
+        kafka=kafka_settings,
+        tables=[{"topic": topic, "format": "raw", "commit_interval_s": 0.5, "start": "latest"}],
+    )
+    catalog = open_catalog(settings)
+    ingestor = Ingestor(settings, catalog, SchemaStore(state_engine(settings, catalog)))
+    ingestor.start()
+    try:
+        deadline = time.monotonic() + 30
+        while ingestor.statuses()[0].state != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        table = catalog.load_table(settings.tables[0].identifier)
+        assert om.table_offsets(table) == {topic: {0: 5}}
+        _produce(bootstrap, topic, [b"new"], 1)
+        assert _wait_rows(catalog, settings.tables[0].identifier, 1) == 1
+    finally:
+        ingestor.stop()
+    data = catalog.load_table(settings.tables[0].identifier).scan().to_arrow()
+    assert data["_kafka_value"].to_pylist() == [b"new"]
