@@ -32,6 +32,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m tests.bench.bench_ingest
+	@for name in bench_catalog bench_decode; do \
+		if [ -f tests/bench/$$name.py ]; then $(BIN)/python -m tests.bench.$$name || exit $$?; \
+		else echo "tests/bench/$$name.py does not exist yet; skipping it"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) tableflow-data .pytest_cache .mypy_cache .ruff_cache

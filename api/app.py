@@ -1,4 +1,4 @@
-"""The service's one FastAPI app: health, the embedded Schema Registry, the Iceberg REST catalog, ingestion.
+"""The service's one FastAPI app: health, management API, metrics, Schema Registry, Iceberg REST catalog, ingestion.
 
 Ingestion workers start with the app and stop (committing what they buffered) when it shuts down.
 """
@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pyiceberg.catalog.sql import SqlCatalog
 
 from api.auth import Authenticator, Role
+from api.management import install_management
+from api.metrics import metrics_router
 from api.schema_registry import create_registry_app
 from catalog import create_catalog_app
 from tableflow.config import Settings
@@ -58,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         ready = all(state in ("running", "paused", "suspended") for state in states.values())
         return JSONResponse({"ready": ready, "tables": states}, status_code=200 if ready else 503)
 
+    install_management(app, ingestor, auth)
+    app.include_router(metrics_router(ingestor, auth))
     app.mount(
         "/schema-registry",
         create_registry_app(

@@ -32,6 +32,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from fastapi import FastAPI
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import Table
 
 from tableflow import offsets as om
@@ -44,6 +45,10 @@ TOPIC: Final = "orders"
 PARTITIONS: Final = 3
 SUBJECT: Final = f"{TOPIC}-value"
 REPORT_EVERY_S: Final = 3.0
+_MAX_PER_TICK: Final = 5_000
+FAST_GROUP_JOIN: Final[dict[str, str | int | float | bool]] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+"""The embedded broker answers a consumer's first JoinGroup after half the session timeout: 22.5 s with
+librdkafka's default of 45 s, 3 s with this."""
 
 ORDER_SCHEMA: Final[dict[str, Any]] = {
     "type": "record",
@@ -132,6 +137,8 @@ def run_demo(duration_s: float | None, rate: int, port: int) -> None:
 
     A timed run raises TableflowError if the table ends up empty, so scripts and tests can rely on the exit code.
     """
+    if rate < 1:
+        raise TableflowError(f"--rate must be at least 1 order event per second, not {rate}")
     data_dir = DATA_DIR.resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
     _quiet_logs()
@@ -143,7 +150,7 @@ def run_demo(duration_s: float | None, rate: int, port: int) -> None:
         settings = load_config(
             None,
             data_dir=data_dir,
-            kafka={"bootstrap_servers": broker.bootstrap_servers},
+            kafka={"bootstrap_servers": broker.bootstrap_servers, "properties": FAST_GROUP_JOIN},
             server={"host": "127.0.0.1", "port": port},
             tables=[
                 {"topic": TOPIC, "format": "avro", "commit_interval_s": 2, "partition_by": ["day(_kafka_timestamp)"]}
@@ -176,7 +183,7 @@ def _quiet_logs() -> None:
     """Per-commit INFO lines would bury the live view; --log-level DEBUG still shows everything."""
     root = logging.getLogger()
     if root.getEffectiveLevel() > logging.DEBUG:
-        for name in ("tableflow", "pyiceberg", "api", "catalog", "httpx"):
+        for name in ("tableflow", "pyiceberg", "api", "catalog", "httpx", "httpx2"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -197,23 +204,25 @@ def _service(settings: Settings) -> Iterator[FastAPI]:
     thread = threading.Thread(target=server.run, name="tableflow-demo-server", daemon=True)
     thread.start()
     try:
-        _wait_healthy(f"http://{host}:{port}/healthz", thread)
+        _wait_healthy(f"http://{host}:{port}/healthz", server, thread)
         yield app
     finally:
         server.should_exit = True
         thread.join(90)
 
 
-def _wait_healthy(url: str, thread: threading.Thread, timeout_s: float = 30) -> None:
+def _wait_healthy(url: str, server: uvicorn.Server, thread: threading.Thread, timeout_s: float = 30) -> None:
+    """Until this server listens (not another process on the port) and ``/healthz`` answers."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not thread.is_alive():
-            raise TableflowError(f"the service did not start on {url} (is the port taken? pass --port)")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+            raise TableflowError(f"the service could not start on {url} (is the port taken? pass --port)")
+        if server.started:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
         time.sleep(0.1)
     raise TableflowError(f"the service did not answer {url} within {timeout_s:g}s")
 
@@ -274,7 +283,7 @@ class _OrderProducer:
         produced = 0
         while not self._stop.is_set():
             due = int((time.monotonic() - started) * self.rate)
-            while produced < due:
+            for _ in range(min(due - produced, _MAX_PER_TICK)):  # a rate beyond what we can serialize stays live
                 order = make_order(produced, rng)
                 producer.produce(
                     TOPIC, key=order["order_id"].encode(), value=serialize(order, context), on_delivery=self._delivered
@@ -311,17 +320,18 @@ def _watch(catalog: Catalog, identifier: str, producer: _OrderProducer, duration
     started = time.monotonic()
     end = None if duration_s is None else started + duration_s
     print("Live (Ctrl-C to stop):" if end is None else f"Live for {duration_s:g}s:")
+    totals = _CountryTotals()
     next_report = started + REPORT_EVERY_S
     while end is None or time.monotonic() < end:
         if producer.error is not None:
             raise TableflowError(f"the demo producer failed: {producer.error}") from producer.error
         if time.monotonic() >= next_report:
-            _report(catalog, identifier, producer.delivered, time.monotonic() - started)
+            _report(catalog, identifier, producer.delivered, time.monotonic() - started, totals)
             next_report += REPORT_EVERY_S
         time.sleep(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic())))
 
 
-def _report(catalog: Catalog, identifier: str, produced: int, elapsed_s: float) -> None:
+def _report(catalog: Catalog, identifier: str, produced: int, elapsed_s: float, totals: _CountryTotals) -> None:
     table = _load(catalog, identifier)
     if table is None:
         print(f"[{elapsed_s:5.0f}s] produced {produced:,}; waiting for the table to be created")
@@ -330,29 +340,45 @@ def _report(catalog: Catalog, identifier: str, produced: int, elapsed_s: float) 
     offsets = " ".join(f"p{p}={o:,}" for p, o in sorted(positions.items())) or "none yet"
     print(
         f"[{elapsed_s:5.0f}s] produced {produced:,} | {identifier}: {_rows(table):,} rows, "
-        f"{len(table.metadata.snapshots)} snapshots | next offsets {offsets}"
+        f"{_plural(len(table.metadata.snapshots), 'snapshot')} | next offsets {offsets}"
     )
-    top = _top_countries(table)
+    top = totals.top(table)
     if top:
         print("        top countries: " + " · ".join(f"{c} {n:,} orders ${r:,.2f}" for c, n, r in top))
 
 
-def _top_countries(table: Table, top: int = 3) -> list[tuple[str, int, float]]:
-    """Orders and revenue by customer country, biggest revenue first, straight from the table's files."""
-    if table.current_snapshot() is None or "customer" not in {f.name for f in table.schema().fields}:
-        return []
-    data = table.scan(selected_fields=("customer", "total")).to_arrow()
-    by_country = pa.table({"country": pc.struct_field(data["customer"], "country"), "total": data["total"]})
-    grouped = by_country.group_by("country").aggregate([("total", "count"), ("total", "sum")])
-    ranked = grouped.sort_by([("total_sum", "descending")]).slice(0, top)
-    return list(
-        zip(
-            ranked["country"].to_pylist(),
-            ranked["total_count"].to_pylist(),
-            ranked["total_sum"].to_pylist(),
-            strict=True,
-        )
-    )
+class _CountryTotals:
+    """Orders and revenue by customer country, straight from the table's files.
+
+    Each report reads only the data files it has not read before, so a long demo does not rescan a growing
+    table every few seconds. If files it read are gone (rewritten by compaction), it counts again from scratch.
+    """
+
+    def __init__(self) -> None:
+        self._read: set[str] = set()
+        self._by_country: dict[str, tuple[int, float]] = {}
+
+    def top(self, table: Table, count: int = 3) -> list[tuple[str, int, float]]:
+        """The ``count`` countries with the most revenue: (country, orders, revenue)."""
+        if table.current_snapshot() is None or "customer" not in {f.name for f in table.schema().fields}:
+            return []
+        scan = table.scan(selected_fields=("customer", "total"))
+        tasks = list(scan.plan_files())
+        paths = {task.file.file_path for task in tasks}
+        if not self._read <= paths:
+            self._read, self._by_country = set(), {}
+        fresh = [task for task in tasks if task.file.file_path not in self._read]
+        if fresh:
+            data = ArrowScan(table.metadata, table.io, scan.projection(), scan.row_filter).to_table(fresh)
+            countries = pa.table({"country": pc.struct_field(data["customer"], "country"), "total": data["total"]})
+            grouped = countries.group_by("country").aggregate([("total", "count"), ("total", "sum")])
+            columns = (grouped[name].to_pylist() for name in ("country", "total_count", "total_sum"))
+            for country, orders, revenue in zip(*columns, strict=True):
+                before = self._by_country.get(country, (0, 0.0))
+                self._by_country[country] = (before[0] + orders, before[1] + revenue)
+            self._read |= {task.file.file_path for task in fresh}
+        ranked = sorted(self._by_country.items(), key=lambda item: item[1][1], reverse=True)[:count]
+        return [(country, orders, revenue) for country, (orders, revenue) in ranked]
 
 
 def _drain(catalog: Catalog, identifier: str, produced: int, timeout_s: float = 10) -> None:
@@ -360,3 +386,7 @@ def _drain(catalog: Catalog, identifier: str, produced: int, timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _rows(_load(catalog, identifier)) < produced:
         time.sleep(0.25)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

@@ -59,6 +59,10 @@ class TableWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the loop to commit and exit without waiting, so several workers can wind down at once."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 60.0) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -83,6 +87,7 @@ class TableWorker:
             except Exception as exc:
                 log.exception("table %s failed; restarting from the table's positions", self.table.identifier)
                 self.status.state = "failed"
+                self.status.errors_total += 1
                 self.status.last_error = ErrorInfo(str(exc), datetime.now(UTC))
                 self._close()
                 self._stop.wait(backoff)
@@ -283,6 +288,7 @@ class TableWorker:
         self.status.committed.update(result.offsets)
         self.status.last_commit_at = datetime.now(UTC)
         self.status.last_commit_duration_s = result.duration_s
+        self.status.commit_seconds.observe(result.duration_s)
         if result.snapshot_id is not None:
             self.status.last_snapshot_id = result.snapshot_id
         if self._consumer is not None:

@@ -19,7 +19,7 @@ import math
 import struct
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import Any
 
@@ -47,21 +47,27 @@ _PRIMITIVES: dict[str, tuple[pa.DataType, type]] = {
     "string": (pa.string(), str),
 }
 
-_LOGICAL: dict[tuple[str, str], tuple[pa.DataType, type]] = {
-    # (Avro type, logical type): (Arrow type, Python type fastavro reads it as). A logical type missing here,
-    # or on another Avro type, is ignored as the Avro spec says: the value keeps its underlying type.
-    ("int", "date"): (pa.date32(), datetime.date),
-    ("int", "time-millis"): (pa.time64("us"), datetime.time),
-    ("long", "time-micros"): (pa.time64("us"), datetime.time),
-    ("long", "timestamp-millis"): (pa.timestamp("us", tz="UTC"), datetime.datetime),
-    ("long", "timestamp-micros"): (pa.timestamp("us", tz="UTC"), datetime.datetime),
-    ("long", "timestamp-nanos"): (pa.timestamp("ns", tz="UTC"), int),  # fastavro reads nanos as the long
-    ("long", "local-timestamp-millis"): (pa.timestamp("us"), datetime.datetime),
-    ("long", "local-timestamp-micros"): (pa.timestamp("us"), datetime.datetime),
-    ("long", "local-timestamp-nanos"): (pa.timestamp("ns"), int),
-    # pyiceberg maps pa.uuid() to and from Iceberg's uuid type; fixed_size_binary(16) would become fixed[16]
-    ("string", "uuid"): (pa.uuid(), uuid.UUID),
-    ("fixed", "uuid"): (pa.uuid(), bytes),
+
+def _uuid_bytes(value: uuid.UUID) -> bytes:
+    return value.bytes
+
+
+_LOGICAL: dict[tuple[str, str], tuple[pa.DataType, type, Convert | None]] = {
+    # (Avro type, logical type): (Arrow type, Python type fastavro reads it as, conversion). A logical type
+    # missing here, or on another Avro type, is ignored as the Avro spec says: the value keeps its Avro type.
+    ("int", "date"): (pa.date32(), datetime.date, None),
+    ("int", "time-millis"): (pa.time64("us"), datetime.time, None),
+    ("long", "time-micros"): (pa.time64("us"), datetime.time, None),
+    ("long", "timestamp-millis"): (pa.timestamp("us", tz="UTC"), datetime.datetime, None),
+    ("long", "timestamp-micros"): (pa.timestamp("us", tz="UTC"), datetime.datetime, None),
+    ("long", "timestamp-nanos"): (pa.timestamp("ns", tz="UTC"), int, None),  # fastavro reads nanos as the long
+    ("long", "local-timestamp-millis"): (pa.timestamp("us"), datetime.datetime, None),
+    ("long", "local-timestamp-micros"): (pa.timestamp("us"), datetime.datetime, None),
+    ("long", "local-timestamp-nanos"): (pa.timestamp("ns"), int, None),
+    # pyiceberg maps pa.uuid() to and from Iceberg's uuid type (fixed_size_binary(16) would become fixed[16]);
+    # pa.array builds it from its storage, 16 bytes, inside structs and lists
+    ("string", "uuid"): (pa.uuid(), uuid.UUID, _uuid_bytes),
+    ("fixed", "uuid"): (pa.uuid(), bytes, None),
 }
 
 _ROW_ONLY_LOGICAL = frozenset({"duration"})
@@ -76,8 +82,8 @@ class AvroArrow:
     """A writer schema as fastavro reads it (``parsed``) and as Arrow stores it (``schema``).
 
     ``record`` says whether the columns are the record's fields or the one column ``VALUE_COLUMN``.
-    ``columnar`` says whether a columnar Avro reader returns the same values: false for schemas with unions
-    of several non-null branches (read as Arrow unions, or not at all) and for duration.
+    ``columnar`` says whether the columnar reader returns the same values: false for schemas with unions of
+    several non-null branches (read as Arrow unions), duration (read as an interval) and the null type.
     """
 
     parsed: Any
@@ -85,6 +91,7 @@ class AvroArrow:
     record: bool
     columnar: bool
     convert: Convert | None
+    storage: pa.Schema  # ``schema`` with extension types (uuid) as their storage: what pa.array can build
 
     def read(self, datum: bytes) -> Any:
         """One datum as the value ``to_table`` takes; bytes after the datum are ignored, as Confluent's
@@ -97,9 +104,11 @@ class AvroArrow:
     def to_table(self, values: Sequence[Any]) -> pa.Table:
         """Values from ``read`` as a table of ``schema``; pyarrow's errors (or OverflowError) for a value the
         Arrow type cannot hold, such as a decimal wider than its declared precision."""
-        if not self.record:
-            return pa.table([pa.array(values, self.schema.field(0).type)], schema=self.schema)
-        return pa.Table.from_struct_array(pa.array(values, pa.struct(list(self.schema))))
+        if self.record:
+            table = pa.Table.from_struct_array(pa.array(values, pa.struct(list(self.storage))))
+        else:
+            table = pa.table([pa.array(values, self.storage.field(0).type)], schema=self.storage)
+        return table if self.storage is self.schema else table.cast(self.schema)
 
 
 def parse_avro(schema_str: str, label: str) -> AvroArrow:
@@ -107,14 +116,30 @@ def parse_avro(schema_str: str, label: str) -> AvroArrow:
     try:
         parsed = fastavro.parse_schema(json.loads(schema_str))
     except (ValueError, TypeError, KeyError, AttributeError, fastavro.schema.SchemaParseException) as exc:
-        raise SchemaError(
-            f"{label} is not a valid Avro schema ({exc}); schemas that reference other subjects' types are "
-            "not supported yet, so inline the referenced types"
-        ) from exc
+        if isinstance(exc, fastavro.schema.UnknownType) and isinstance(exc.name, str):
+            raise SchemaError(
+                f"{label} uses type {exc.name}, which it does not define; schemas that reference other "
+                "subjects' types are not supported yet, so define the type inline"
+            ) from exc
+        raise SchemaError(f"{label} is not a valid Avro schema: {exc}") from exc
     node = _Mapper(label).map(parsed, ())
-    if isinstance(parsed, dict) and parsed["type"] in ("record", "error"):
-        return AvroArrow(parsed, pa.schema(list(node.type)), True, node.columnar, node.convert)
-    return AvroArrow(parsed, pa.schema([pa.field(VALUE_COLUMN, node.type)]), False, node.columnar, node.convert)
+    record = isinstance(parsed, dict) and parsed["type"] in ("record", "error")
+    schema = pa.schema(list(node.type) if record else [pa.field(VALUE_COLUMN, node.type)])
+    storage = pa.schema([field.with_type(_storage(field.type)) for field in schema])
+    return AvroArrow(parsed, schema, record, node.columnar, node.convert, schema if storage.equals(schema) else storage)
+
+
+def _storage(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with every extension type replaced by its storage type."""
+    if isinstance(data_type, pa.BaseExtensionType):
+        return data_type.storage_type
+    if isinstance(data_type, pa.StructType):
+        return pa.struct([child.with_type(_storage(child.type)) for child in data_type])
+    if isinstance(data_type, pa.MapType):
+        return pa.map_(data_type.key_type, _storage(data_type.item_type))
+    if isinstance(data_type, pa.ListType):
+        return pa.list_(data_type.value_field.with_type(_storage(data_type.value_type)))
+    return data_type
 
 
 @dataclass(frozen=True)
@@ -144,7 +169,8 @@ class _Mapper:
         if isinstance(schema, str):
             if schema in _PRIMITIVES:
                 arrow, python = _PRIMITIVES[schema]
-                return _Node(arrow, None, True, schema, python, fits=_FITS.get(schema))
+                # the columnar reader refuses a field of type null inside a record ("unmasked nulls")
+                return _Node(arrow, None, schema != "null", schema, python, fits=_FITS.get(schema))
             return self._reference(schema, path)
         avro_type = schema["type"]
         if isinstance(avro_type, dict | list):
@@ -177,7 +203,7 @@ class _Mapper:
             if logical == "decimal" and _valid_decimal(schema):
                 return _decimal(schema, avro_type, name)
             if logical == "uuid" and size == 16:
-                arrow, python = _LOGICAL[("fixed", "uuid")]
+                arrow, python, _ = _LOGICAL[("fixed", "uuid")]
                 return _Node(arrow, None, True, avro_type, python, name)
             columnar = logical not in _ROW_ONLY_LOGICAL
             return _Node(pa.binary(size), None, columnar, avro_type, bytes, name)
@@ -214,7 +240,7 @@ class _Mapper:
             return _decimal(schema, avro_type, None)
         known = _LOGICAL.get((avro_type, logical)) if isinstance(logical, str) else None
         if known is not None:
-            return _Node(known[0], None, True, avro_type, known[1])
+            return _Node(known[0], known[2], True, avro_type, known[1])
         return self.map(avro_type, path)
 
     def _union(self, branches: list[Any], path: tuple[str, ...]) -> _Node:
@@ -275,20 +301,14 @@ def _record_convert(converts: list[tuple[str, Convert]]) -> Convert | None:
 def _nullable(node: _Node) -> _Node:
     """``["null", T]``: T's type; a named T arrives as ``(name, value)`` (see ``AvroArrow.read``)."""
     inner = node.convert
+    convert: Convert
     if node.full_name is not None:
-        if inner is None:
-            return _Node(node.type, _second, node.columnar, node.avro_type, node.python, node.full_name)
-        return _Node(
-            node.type,
-            lambda v: None if v is None else inner(v[1]),
-            node.columnar,
-            node.avro_type,
-            node.python,
-            node.full_name,
-        )
-    if inner is None:
+        convert = _second if inner is None else lambda v: None if v is None else inner(v[1])
+    elif inner is not None:
+        convert = lambda v: None if v is None else inner(v)  # noqa: E731 - one of two closures
+    else:
         return node
-    return _Node(node.type, lambda v: None if v is None else inner(v), node.columnar, node.avro_type, node.python)
+    return replace(node, convert=convert)
 
 
 def _second(value: tuple[str, Any] | None) -> Any:

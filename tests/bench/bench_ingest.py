@@ -10,9 +10,13 @@ dataset it measures:
   (``MessageBatch``, ``AvroDecoder``, the worker's row assembly, ``Buffer``, ``Committer.commit``).
 
 (b) and (c) run end to end (broker → committed snapshots) and processing-only (the messages (a) consumed, held
-in memory: decode → map → write → commit). Then 1,000 ``Committer.commit`` calls of 1k rows each show whether
-commit latency stays flat as snapshots pile up. The last two lines are the headline ratios for the order events:
-``vs_naive`` (c/b, processing-only) and ``vs_raw_consume`` (c/a, end to end).
+in memory: decode → map → write → commit). End to end is timed from the first records delivered to the last
+offset committed, so startup (connecting, offset lookups, the group join) is left out; it is shown separately.
+Each phase runs ``--reps`` times; the table shows the median and the spread.
+
+Then 1,000 ``Committer.commit`` calls of 1k rows each show whether commit latency stays flat as snapshots pile
+up. The last two lines are the headline ratios for the order events: ``vs_naive`` (c/b, processing-only) and
+``vs_raw_consume`` (c/a, end to end).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import random
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -41,7 +46,7 @@ import uvicorn
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from pyiceberg.catalog.sql import SqlCatalog
@@ -49,8 +54,8 @@ from sqlalchemy import create_engine
 
 from api.schema_registry import create_registry_app
 from tableflow.broker import EmbeddedBroker, free_port
-from tableflow.config import TableSettings, load_config
-from tableflow.demo import ORDER_SCHEMA, make_order
+from tableflow.config import Settings, load_config
+from tableflow.demo import FAST_GROUP_JOIN, ORDER_SCHEMA, make_order
 from tableflow.ingest.buffer import Buffer
 from tableflow.ingest.commit import Committer
 from tableflow.ingest.decode.avro import AvroDecoder
@@ -81,7 +86,10 @@ WIDE_SCHEMA: dict[str, Any] = {
 }
 """The order plus 15 strings of ~50 characters and 15 doubles: about 1 KiB of Avro per record."""
 
-_WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+_WORDS = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+)  # fmt: skip
 
 
 def make_wide(i: int, rng: random.Random) -> dict[str, Any]:
@@ -100,35 +108,46 @@ class Dataset:
     make: Callable[[int, random.Random], dict[str, Any]]
     records: int
     commit_every: int
-    """Buffer size (records) that triggers a Tableflow commit, and the naive pipeline's... no: see ``naive``."""
+    """Buffered records that trigger a Tableflow commit (the naive pipeline commits every 10k batch). A multiple
+    of the 10k consume batch, so the last records of a run do not wait for the 1 s commit interval."""
 
 
 @dataclass(frozen=True)
 class Result:
+    """One phase's timings, one per repetition; the table shows the median and the spread of rates."""
+
     dataset: str
     phase: str
     records: int
-    seconds: float
+    seconds: list[float]
     value_bytes: int
     rss_mb: float
 
     @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
     def rate(self) -> float:
-        return self.records / self.seconds
+        return self.records / self.median_s
 
     def line(self) -> str:
-        mb_s = self.value_bytes / self.seconds / 1e6
+        spread = f"{self.records / max(self.seconds):,.0f}-{self.records / min(self.seconds):,.0f}"
         return (
-            f"{self.dataset:<7} {self.phase:<30} {self.records:>9,} {self.seconds:>8.2f} "
-            f"{self.rate:>11,.0f} {mb_s:>7.1f} {self.rss_mb:>9,.0f}"
+            f"{self.dataset:<7} {self.phase:<36} {self.records:>9,} {self.median_s:>8.2f} {self.rate:>10,.0f} "
+            f"{spread:>17} {self.value_bytes / self.median_s / 1e6:>7.1f} {self.rss_mb:>9,.0f}"
         )
 
 
-HEADER = f"{'data':<7} {'phase':<30} {'records':>9} {'seconds':>8} {'rec/s':>11} {'MB/s':>7} {'peak RSS':>9}"
+HEADER = (
+    f"{'data':<7} {'phase':<36} {'records':>9} {'seconds':>8} {'rec/s':>10} {'rec/s min-max':>17} "
+    f"{'MB/s':>7} {'peak RSS':>9}"
+)
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS so far (Linux reports KiB); the decoder's worker process is not included."""
+    """This process's peak RSS so far (Linux reports KiB), so each phase shows the high-water mark up to its end;
+    the decoder's worker process is not included."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -172,8 +191,11 @@ def serve_registry(store: SchemaStore) -> tuple[str, Callable[[], None]]:
     return f"http://127.0.0.1:{port}", stop
 
 
-def produce(env: Env, dataset: Dataset) -> tuple[str, Result]:
-    """A fresh topic holding ``dataset.records`` records, produced in big batches (the broker's cost is per batch)."""
+def produce(env: Env, dataset: Dataset) -> tuple[str, int, float]:
+    """A fresh topic holding ``dataset.records`` records, produced in big batches (the broker's cost is per batch).
+
+    Returns the topic, the bytes of all values and the seconds it took.
+    """
     topic = f"bench-{dataset.name}-{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": env.bootstrap})
     for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
@@ -204,7 +226,7 @@ def produce(env: Env, dataset: Dataset) -> tuple[str, Result]:
     if producer.flush(120):
         raise RuntimeError(f"{topic}: records left undelivered after 120s")
     seconds = time.perf_counter() - started
-    return topic, Result(dataset.name, "produce (AvroSerializer)", dataset.records, seconds, size, peak_rss_mb())
+    return topic, size, seconds
 
 
 def _consumer(env: Env, topic: str) -> Consumer:
@@ -215,8 +237,36 @@ def _consumer(env: Env, topic: str) -> Consumer:
     return consumer
 
 
-def consumed(env: Env, topic: str, count: int) -> Iterator[list[Message]]:
+class Clock:
+    """Two starting points of an end-to-end timing, both ending when the caller reads them.
+
+    ``assigned``: partitions assigned (adds connecting and the offset lookups, ~0.5 s with librdkafka here);
+    ``first``: the first records delivered, which leaves the steady-state rate. Startup is a constant, so it
+    flatters a short run; ``first`` is the stricter measure and the headline one.
+    """
+
+    def __init__(self) -> None:
+        self.assigned: float | None = None
+        self.first: float | None = None
+
+    def assign(self) -> None:
+        if self.assigned is None:
+            self.assigned = time.perf_counter()
+
+    def mark(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def read(self) -> tuple[float, float]:
+        """Seconds since the first records and since the assignment."""
+        assert self.first is not None and self.assigned is not None, "no record arrived"
+        now = time.perf_counter()
+        return now - self.first, now - self.assigned
+
+
+def consumed(env: Env, topic: str, count: int, clock: Clock) -> Iterator[list[Message]]:
     """Batches of ``consume(num_messages=10000)`` from the start of every partition until ``count`` messages."""
+    clock.assign()
     consumer = _consumer(env, topic)
     seen = 0
     deadline = time.monotonic() + TIMEOUT_S
@@ -226,6 +276,7 @@ def consumed(env: Env, topic: str, count: int) -> Iterator[list[Message]]:
                 raise RuntimeError(f"{topic}: only {seen} of {count} messages within {TIMEOUT_S:.0f}s")
             batch = [m for m in consumer.consume(num_messages=CONSUME_BATCH, timeout=1.0) if m.error() is None]
             if batch:
+                clock.mark()
                 seen += len(batch)
                 yield batch
     finally:
@@ -237,15 +288,13 @@ def chunks(messages: Sequence[Message], size: int = CONSUME_BATCH) -> Iterator[S
         yield messages[start : start + size]
 
 
-def raw_consume(env: Env, dataset: Dataset, topic: str) -> tuple[list[Message], Result]:
-    """(a): the consumer alone; its messages are kept for the processing-only runs."""
+def raw_consume(env: Env, dataset: Dataset, topic: str) -> tuple[list[Message], tuple[float, float]]:
+    """(a): the consumer alone; the messages it got (kept for the processing-only runs) and its timings."""
+    clock = Clock()
     messages: list[Message] = []
-    started = time.perf_counter()
-    for batch in consumed(env, topic, dataset.records):
+    for batch in consumed(env, topic, dataset.records, clock):
         messages.extend(batch)
-    seconds = time.perf_counter() - started
-    size = sum(len(m.value() or b"") for m in messages)
-    return messages, Result(dataset.name, "(a) raw consume", len(messages), seconds, size, peak_rss_mb())
+    return messages, clock.read()
 
 
 # -- (b) the naive pipeline ---------------------------------------------------------------------------------
@@ -313,36 +362,63 @@ class Naive:
         return self.table.refresh().scan().count()
 
 
-def naive_run(env: Env, dataset: Dataset, batches: Iterator[Sequence[Message]], phase: str, size: int) -> Result:
+def naive_e2e(env: Env, dataset: Dataset, topic: str) -> float:
+    naive = Naive(env, dataset)
+    clock = Clock()
+    for batch in consumed(env, topic, dataset.records, clock):
+        naive.ingest(batch)
+    seconds, _ = clock.read()
+    assert naive.rows() == dataset.records, f"naive table holds {naive.rows()} rows, not {dataset.records}"
+    return seconds
+
+
+def naive_processing(env: Env, dataset: Dataset, messages: list[Message]) -> float:
     naive = Naive(env, dataset)
     started = time.perf_counter()
-    for batch in batches:
+    for batch in chunks(messages):
         naive.ingest(batch)
     seconds = time.perf_counter() - started
     assert naive.rows() == dataset.records, f"naive table holds {naive.rows()} rows, not {dataset.records}"
-    return Result(dataset.name, phase, dataset.records, seconds, size, peak_rss_mb())
+    return seconds
 
 
 # -- (c) Tableflow --------------------------------------------------------------------------------------------
 
 
-def tableflow_settings(env: Env, dataset: Dataset, topic: str, **table: Any) -> tuple[Path, TableSettings]:
-    data_dir = env.scratch(f"tableflow-{dataset.name}")
-    settings = load_config(
+def tableflow_settings(env: Env, dataset: Dataset, topic: str, **table: Any) -> Settings:
+    """Settings with one avro table in a fresh data dir; quick group joins (see ``FAST_GROUP_JOIN``)."""
+    return load_config(
         None,
-        data_dir=data_dir,
-        kafka={"bootstrap_servers": env.bootstrap},
+        data_dir=env.scratch(f"tableflow-{dataset.name}"),
+        kafka={"bootstrap_servers": env.bootstrap, "properties": FAST_GROUP_JOIN},
         tables=[{"topic": topic, "format": "avro", "max_buffer_records": dataset.commit_every, **table}],
     )
-    return data_dir, settings.tables[0]
 
 
-def tableflow_e2e(env: Env, dataset: Dataset, topic: str, size: int) -> Result:
-    """The real worker (consumer group, decoder process, commits) from start until every offset is committed."""
-    data_dir, table = tableflow_settings(env, dataset, topic, commit_interval_s=1.0)
-    settings = load_config(None, data_dir=data_dir, kafka={"bootstrap_servers": env.bootstrap}, tables=[table])
+class TimedWorker(TableWorker):
+    """The real worker, noting when it gets its partitions and its first records (as the raw consumer is timed)."""
+
+    clock: Clock
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.clock.assign()
+        super()._on_assign(consumer, partitions)
+
+    def _ingest(self, messages: list[Message]) -> None:
+        self.clock.mark()
+        super()._ingest(messages)
+
+
+def tableflow_e2e(env: Env, dataset: Dataset, topic: str) -> tuple[float, float, float]:
+    """The real worker (consumer group, decoder process, commits) until every offset is in the table.
+
+    Returns seconds from the first records, from the assignment and from ``start()`` (adds the group join).
+    """
+    settings = tableflow_settings(env, dataset, topic, commit_interval_s=1.0)
+    table = settings.tables[0]
     catalog = open_catalog(settings)
-    worker = TableWorker(settings, table, catalog, env.store)
+    worker = TimedWorker(settings, table, catalog, env.store)
+    worker.clock = Clock()
     started = time.perf_counter()
     worker.start()
     try:
@@ -351,21 +427,22 @@ def tableflow_e2e(env: Env, dataset: Dataset, topic: str, size: int) -> Result:
             if time.monotonic() > deadline or worker.status.state == "failed":
                 raise RuntimeError(f"Tableflow worker: {worker.status}")
             time.sleep(0.01)
-        seconds = time.perf_counter() - started
+        since_first, since_assigned = worker.clock.read()
+        with_startup = time.perf_counter() - started
     finally:
         worker.stop()
     rows = catalog.load_table(table.identifier).scan().count()
     assert rows == dataset.records, f"Tableflow table holds {rows} rows, not {dataset.records}"
-    return Result(dataset.name, "(c) tableflow end to end", dataset.records, seconds, size, peak_rss_mb())
+    return since_first, since_assigned, with_startup
 
 
 class Pipeline:
     """The worker's processing steps on messages already in memory: decode → rows → buffer → commit."""
 
     def __init__(self, env: Env, dataset: Dataset, topic: str) -> None:
-        data_dir, self.settings = tableflow_settings(env, dataset, topic)
-        catalog = open_catalog(load_config(None, data_dir=data_dir))
-        self.committer = Committer(catalog, self.settings)
+        settings = tableflow_settings(env, dataset, topic)
+        self.table = settings.tables[0]
+        self.committer = Committer(open_catalog(settings), self.table)
         self.committer.ensure_table()
         self.decoder = AvroDecoder(env.store)
         self.buffer = Buffer()
@@ -373,12 +450,12 @@ class Pipeline:
             self.buffer.assign(partition, None)
 
     def ingest(self, messages: Sequence[Message]) -> None:
-        batch = MessageBatch.from_messages(self.settings.topic, messages)
+        batch = MessageBatch.from_messages(self.table.topic, messages)
         decoded = self.decoder.decode(batch.values)
         assert not decoded.errors, decoded.errors[0]
         next_offsets = {p: o + 1 for p, o in zip(batch.partitions, batch.offsets, strict=True)}
         self.buffer.add(_rows(decoded, batch.metadata()), None, next_offsets, batch.value_bytes())
-        if self.buffer.records >= self.settings.max_buffer_records:
+        if self.buffer.records >= self.table.max_buffer_records:
             self.commit()
 
     def commit(self) -> None:
@@ -390,10 +467,11 @@ class Pipeline:
         return self.committer.ensure_table().scan().count()
 
 
-def tableflow_processing(env: Env, dataset: Dataset, topic: str, messages: list[Message], size: int) -> Result:
+def tableflow_processing(env: Env, dataset: Dataset, topic: str, messages: list[Message]) -> float:
     pipeline = Pipeline(env, dataset, topic)
     try:
-        pipeline.decoder.decode([m.value() for m in messages[:10]])  # start the decoder's process untimed
+        # One batch untimed: big enough for the columnar reader, so its worker process starts here.
+        pipeline.decoder.decode([m.value() for m in messages[:CONSUME_BATCH]])
         started = time.perf_counter()
         for batch in chunks(messages):
             pipeline.ingest(batch)
@@ -402,7 +480,7 @@ def tableflow_processing(env: Env, dataset: Dataset, topic: str, messages: list[
     finally:
         pipeline.decoder.close()
     assert pipeline.rows() == dataset.records, f"Tableflow table holds {pipeline.rows()} rows"
-    return Result(dataset.name, "(c) tableflow processing-only", dataset.records, seconds, size, peak_rss_mb())
+    return seconds
 
 
 # -- commit latency ---------------------------------------------------------------------------------------------
@@ -417,8 +495,8 @@ def commit_latency(env: Env, topic: str, messages: list[Message], commits: int) 
         piece = pa.concat_tables(_rows(pipeline.decoder.decode(batch.values), batch.metadata()))
     finally:
         pipeline.decoder.close()
-    data_dir, table = tableflow_settings(env, dataset, topic, properties={"history.expire.max-snapshot-age-ms": "0"})
-    committer = Committer(open_catalog(load_config(None, data_dir=data_dir)), table)
+    settings = tableflow_settings(env, dataset, topic, properties={"history.expire.max-snapshot-age-ms": "0"})
+    committer = Committer(open_catalog(settings), settings.tables[0])
     committer.ensure_table()
     latencies = []
     for n in range(commits):
@@ -456,42 +534,110 @@ def print_latencies(name: str, latencies: list[float]) -> None:
 # -- main -------------------------------------------------------------------------------------------------------
 
 
-def bench_dataset(env: Env, dataset: Dataset) -> dict[str, Result]:
-    """Every phase for one dataset, printed as it finishes; keyed by phase."""
-    results: dict[str, Result] = {}
+@dataclass
+class Run:
+    """One dataset's results by phase, plus its topic and messages (reused by the commit latency phase)."""
 
-    def done(result: Result) -> None:
-        results[result.phase] = result
+    topic: str
+    messages: list[Message]
+    results: dict[str, Result]
+
+
+def bench_dataset(env: Env, dataset: Dataset, reps: int) -> Run:
+    """Every phase for one dataset, ``reps`` rounds of all phases (so a busy moment hits every phase alike)."""
+    topic, size, produce_s = produce(env, dataset)
+    timings: dict[str, list[float]] = {"produce (AvroSerializer)": [produce_s]}
+    rss: dict[str, float] = {"produce (AvroSerializer)": peak_rss_mb()}
+
+    def took(phase: str, seconds: float) -> None:
+        timings.setdefault(phase, []).append(seconds)
+        rss[phase] = peak_rss_mb()
+
+    messages: list[Message] = []
+    for round_ in range(1, reps + 1):
+        print(f"  {dataset.name}: round {round_} of {reps} ...", file=sys.stderr, flush=True)
+        messages, (first, assigned) = raw_consume(env, dataset, topic)
+        took("(a) raw consume", first)
+        took("(a) raw consume from assign()", assigned)
+        took("(b) naive end to end", naive_e2e(env, dataset, topic))
+        first, assigned, startup = tableflow_e2e(env, dataset, topic)
+        took("(c) tableflow end to end", first)
+        took("(c) tableflow e2e from assignment", assigned)
+        took("(c) tableflow e2e incl. group join", startup)
+        took("(b) naive processing-only", naive_processing(env, dataset, messages))
+        took("(c) tableflow processing-only", tableflow_processing(env, dataset, topic, messages))
+    results = {
+        phase: Result(dataset.name, phase, dataset.records, seconds, size, rss[phase])
+        for phase, seconds in timings.items()
+    }
+    for result in results.values():
         print(result.line(), flush=True)
+    return Run(topic, messages, results)
 
-    topic, produced = produce(env, dataset)
-    done(produced)
-    messages, raw = raw_consume(env, dataset, topic)
-    done(raw)
-    size = raw.value_bytes
-    done(naive_run(env, dataset, consumed(env, topic, dataset.records), "(b) naive end to end", size))
-    done(tableflow_e2e(env, dataset, topic, size))
-    done(naive_run(env, dataset, chunks(messages), "(b) naive processing-only", size))
-    done(tableflow_processing(env, dataset, topic, messages, size))
-    results["messages"] = raw  # kept for the latency phase through ``messages`` below
-    bench_dataset.messages = messages  # type: ignore[attr-defined]
-    bench_dataset.topic = topic  # type: ignore[attr-defined]
-    return results
+
+def ratios(run: Run) -> tuple[float, float, float]:
+    """Tableflow over naive (processing-only); Tableflow over raw consume, end to end from the first records
+    (the headline) and from the assignment."""
+    rate = {phase: result.rate for phase, result in run.results.items()}
+    return (
+        rate["(c) tableflow processing-only"] / rate["(b) naive processing-only"],
+        rate["(c) tableflow end to end"] / rate["(a) raw consume"],
+        rate["(c) tableflow e2e from assignment"] / rate["(a) raw consume from assign()"],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench_ingest", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_ingest", description="Ingest benchmark.")
     parser.add_argument(
         "--records",
         type=int,
         default=int(os.environ.get("TABLEFLOW_BENCH_RECORDS", "200000")),
-        help="order events (default 200000, or TABLEFLOW_BENCH_RECORDS)",
+        help="order events (default 200000, or TABLEFLOW_BENCH_RECORDS); below ~100k end-to-end rates are noise",
     )
     parser.add_argument("--wide-records", type=int, default=None, help="~1 KiB records (default: records / 4)")
     parser.add_argument("--commits", type=int, default=1000, help="commits in the latency phase (default 1000)")
     parser.add_argument("--skip-commit-latency", action="store_true", help="skip the commit latency phase")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each measured phase (default 3)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    orders = Dataset("orders", ORDER_SCHEMA, make_order, args.records, 50_000)
-    wide = Dataset("wide", WIDE_SCHEMA, make_wide, args.wide_records or max(1, args.records // 4), 12_500)
-    ...
+    datasets = [
+        Dataset("orders", ORDER_SCHEMA, make_order, args.records, 50_000),
+        Dataset("wide", WIDE_SCHEMA, make_wide, args.wide_records or max(1, args.records // 4), 10_000),
+    ]
+    with tempfile.TemporaryDirectory(prefix="tableflow-bench-") as tmp, EmbeddedBroker() as broker:
+        root = Path(tmp)
+        store = SchemaStore(create_engine(f"sqlite:///{root}/registry.db"))
+        registry_url, stop_registry = serve_registry(store)
+        try:
+            env = Env(broker, store, registry_url, root)
+            print(
+                f"{os.cpu_count()} CPUs; embedded broker {broker.bootstrap_servers}; {PARTITIONS} partitions per "
+                f"topic; median of {args.reps} runs per phase; end to end: from the first records delivered "
+                "(rows 'from assign...' add connecting and the offset lookups)"
+            )
+            print(HEADER)
+            runs = {dataset.name: bench_dataset(env, dataset, args.reps) for dataset in datasets}
+            orders = runs["orders"]
+            if not args.skip_commit_latency:
+                print(f"\nCommit latency, {LATENCY_ROWS:,}-row commits (milliseconds):", flush=True)
+                latencies = commit_latency(env, orders.topic, orders.messages, args.commits)
+                print_latencies("Committer.commit (merge + expiry)", latencies)
+                plain = plain_append_latency(env, orders.messages, min(args.commits, PLAIN_APPEND_COMMITS))
+                print_latencies("pyiceberg table.append (reference)", plain)
+                print(f"  peak RSS {peak_rss_mb():,.0f} MB")
+        finally:
+            stop_registry()
+    print()
+    for name, run in runs.items():
+        vs_naive, vs_raw, vs_raw_assigned = ratios(run)
+        print(
+            f"{name}: Tableflow/naive processing-only {vs_naive:.2f}x (floor {FLOOR_VS_NAIVE:g}); Tableflow/raw "
+            f"consume end to end {vs_raw:.2f} (floor {FLOOR_VS_RAW_CONSUME:g}), from assignment {vs_raw_assigned:.2f}"
+        )
+    vs_naive, vs_raw, _ = ratios(runs["orders"])
+    print(f"vs_naive: {vs_naive:.2f}")
+    print(f"vs_raw_consume: {vs_raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

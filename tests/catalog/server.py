@@ -7,11 +7,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pytest
 import uvicorn
 from fastapi import FastAPI
 from pyiceberg.catalog import Catalog
@@ -19,6 +17,7 @@ from pyiceberg.table import Table
 
 from catalog import create_catalog_app
 from tableflow.config import Settings
+from tests.duck import iceberg_connection
 
 
 @contextmanager
@@ -79,14 +78,7 @@ def ingested_table(catalog: Catalog, identifier: str, topic: str, rows: int = 10
 
 
 def duckdb_attach(uri: str) -> duckdb.DuckDBPyConnection:
-    """DuckDB with the iceberg extension from the ``duckdb-ext-*`` wheels (no network), as ``lake``."""
-    try:
-        import duckdb_ext
-    except ImportError:
-        pytest.skip("duckdb-ext-iceberg is not installed; pip install -e '.[dev]'")
-    directory = next(Path(root) / "extensions" for root in duckdb_ext.__path__ if (Path(root) / "extensions").is_dir())
-    con = duckdb.connect()
-    con.execute(f"SET extension_directory='{directory}'")
-    con.execute("LOAD iceberg")
+    """DuckDB attached to the catalog at ``uri`` as ``lake``."""
+    con = iceberg_connection()
     con.execute(f"ATTACH 'warehouse' AS lake (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none')")
     return con
