@@ -52,17 +52,19 @@ class EmbeddedBroker:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker last
         )
         deadline = time.monotonic() + timeout_s
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise BrokerError(f"embedded broker exited with code {self._process.returncode} at start")
             try:
-                admin.list_topics(timeout=1.0)
-                return self
-            except Exception:  # noqa: BLE001 - not listening yet; retried until the deadline
-                time.sleep(0.2)
+                socket.create_connection((self.host, self.port), timeout=1.0).close()
+            except OSError:  # not listening yet; retried until the deadline
+                time.sleep(0.1)
+                continue
+            AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=10)
+            return self
         self.stop()
         raise BrokerError(f"embedded broker did not answer on {self.bootstrap_servers} within {timeout_s}s")
 

@@ -26,7 +26,12 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    ValidationError,
+)
 from pyiceberg.exceptions import TableAlreadyExistsError as _Exists
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table, Transaction
@@ -172,7 +177,12 @@ class Committer:
         tx = table.transaction()
         for schema in _distinct_schemas(buffer.parts):
             update = tx.update_schema()
-            update.union_by_name(schema)
+            try:
+                update.union_by_name(schema)
+            except (ValueError, ValidationError) as exc:
+                # Not a promotion Iceberg allows (e.g. double <- long): keep the table's type, cast the data.
+                log.warning("%s: schema change not applied, data is cast to the table's types: %s", table.name(), exc)
+                continue
             update.commit()
         self._evolve_spec(tx)
         files = []

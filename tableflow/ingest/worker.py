@@ -97,9 +97,10 @@ class TableWorker:
 
     def _consume_until_stopped(self) -> None:
         self._buffer = Buffer()
-        self._decoder = make_decoder(self.table, self._source)
         consumer = Consumer(
             {
+                # Fetch again soon after a full queue drains (librdkafka waits 1 s by default).
+                "fetch.queue.backoff.ms": 10,
                 **self.kafka.client_config(),
                 "group.id": f"tableflow.{self.table.identifier}",
                 "enable.auto.commit": False,
@@ -109,7 +110,8 @@ class TableWorker:
             }
         )
         self._consumer = consumer
-        self.committer.ensure_table(self._latest_positions(consumer) if self.table.start == "latest" else None)
+        table = self.committer.ensure_table(self._latest_positions(consumer) if self.table.start == "latest" else None)
+        self._decoder = make_decoder(self.table, self._source, table.schema().as_arrow())
         self.status.committed = dict(self.committer.positions())
         consumer.subscribe(
             [self.table.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
