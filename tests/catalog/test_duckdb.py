@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 import pytest
 
 from tests.catalog.conftest import CatalogServer
-from tests.catalog.server import duckdb_attach, ingested_table
+from tests.catalog.server import duckdb_attach
+from tests.ingest import ingest_json
 
 
 @pytest.fixture
@@ -20,9 +22,10 @@ def lake(server: CatalogServer) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
-def test_duckdb_reads_an_ingested_table(server: CatalogServer, lake: duckdb.DuckDBPyConnection) -> None:
-    # Stand-in for the ingest pipeline: it writes through the same SqlCatalog the server reads.
-    ingested_table(server.backing, "kafka.orders", "orders", rows=12)
+def test_duckdb_reads_an_ingested_table(
+    server: CatalogServer, lake: duckdb.DuckDBPyConnection, make_topic: Any, kafka_settings: dict[str, Any]
+) -> None:
+    ingest_json(server.backing, kafka_settings, make_topic(), "kafka.orders", 12, server.settings.data_dir)
     count, topics, last = lake.execute(
         "SELECT count(*), count(DISTINCT _kafka_topic), max(_kafka_offset) FROM lake.kafka.orders"
     ).fetchone()  # type: ignore[misc]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pyarrow as pa
@@ -14,7 +15,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 from catalog.store import CatalogStore
 from tableflow.config import Settings
 from tests.catalog.conftest import StartServer
-from tests.catalog.server import duckdb_attach, ingested_table
+from tests.catalog.server import duckdb_attach
+from tests.ingest import ingest_json
 
 BUCKET = "lake-bucket"
 CREDENTIALS = {"s3.access-key-id": "tableflow", "s3.secret-access-key": "tableflow-secret"}
@@ -67,11 +69,15 @@ def keys(endpoint: str, prefix: str) -> list[str]:
 
 
 def test_ingested_table_on_s3_reads_through_the_catalog(
-    start_server: StartServer, s3_properties: dict[str, str], s3_endpoint: str
+    start_server: StartServer,
+    s3_properties: dict[str, str],
+    s3_endpoint: str,
+    make_topic: Any,
+    kafka_settings: dict[str, Any],
 ) -> None:
     server = start_server(catalog={"properties": s3_properties})
-    # Stand-in for the ingest pipeline: it writes through the same SqlCatalog the server reads.
-    ingested_table(server.backing, "kafka.payments", "payments", rows=25)
+    # The real ingest pipeline writes the topic to the S3 warehouse through the catalog the server reads.
+    ingest_json(server.backing, kafka_settings, make_topic(), "kafka.payments", 25, server.settings.data_dir)
     prefix = s3_properties["warehouse"].removeprefix(f"s3://{BUCKET}/")
     assert any(key.endswith(".parquet") for key in keys(s3_endpoint, prefix))
 
