@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -112,6 +113,16 @@ def _wait_caught_up(data_dir: Path, identifier: str, topic: str, ends: dict[int,
     raise AssertionError(f"table holds {held}, topic ends at {ends}")
 
 
+def _wait_assigned(log: Path, timeout_s: float = 60) -> None:
+    """Until the service writing ``log`` has been given partitions."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(r"assigned \{\d", log.read_text()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no partitions assigned within {timeout_s}s; see {log}")
+
+
 def _assert_exactly_once(data_dir: Path, identifier: str, feed: Feed) -> None:
     data = _table(data_dir, identifier).scan().to_arrow()
     keys = list(zip(data["_kafka_partition"].to_pylist(), data["_kafka_offset"].to_pylist(), strict=True))
@@ -207,7 +218,7 @@ def test_two_processes_share_a_topic_exactly_once(bootstrap: str, make_topic: An
         Service(tmp_path / "a.yaml", port_a, tmp_path / "a.log").start(),
         Service(tmp_path / "b.yaml", port_b, tmp_path / "b.log").start() as b,
     ):
-        time.sleep(3)
+        _wait_assigned(tmp_path / "b.log")  # Tansu wedges a group whose member leaves mid-join
         b.stop()  # a takes b's partitions over mid-stream
         b.start()
         feed.join()
