@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rate", type=int, default=200, help="order events per second (default 200)")
     demo.add_argument("--port", type=int, default=8181, help="HTTP port of the service (default 8181)")
     _add_tables_parser(commands)
+    _add_dlq_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(load_config(args.config))
         elif args.command == "tables":
             _tables(args, Console())
+        elif args.command == "dlq":
+            _replay(args)
         else:
             from tableflow.demo import run_demo
 
@@ -96,6 +99,7 @@ def _add_tables_parser(commands: Any) -> None:
     create.add_argument("topic")
     create.add_argument("--table", help="Iceberg identifier namespace.name (default kafka.<topic>)")
     create.add_argument("--format", choices=["avro", "json", "raw"])
+    create.add_argument("--key-format", choices=["binary", "string", "avro", "json"])
     create.add_argument("--partition-by", action="append", metavar="EXPR", help="e.g. 'day(_kafka_timestamp)'")
     create.add_argument("--commit-interval-s", type=float)
     create.add_argument("--max-buffer-records", type=int)
@@ -108,6 +112,36 @@ def _add_tables_parser(commands: Any) -> None:
     create.add_argument("--replication-factor", type=int, help="replicas of a created topic")
 
 
+def _add_dlq_parser(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="dead-letter tables")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    replay = actions.add_parser(
+        "replay",
+        help="re-ingest dead letters that decode now (e.g. their schema was registered late), exactly once; "
+        "works on the catalog directly and may run beside the service",
+    )
+    replay.add_argument("--config", type=Path, help="YAML settings file (TABLEFLOW_* variables override it)")
+    replay.add_argument("--table", required=True, help="e.g. kafka.orders")
+    replay.add_argument("--dry-run", action="store_true", help="report what would be replayed, write nothing")
+
+
+def _replay(args: argparse.Namespace) -> None:
+    from tableflow.ingest.replay import ReplayResult, replay_configured
+
+    def describe(result: ReplayResult) -> str:
+        return (
+            f"read {result.read:,}, {'would replay' if args.dry_run else 'replayed'} {result.replayed:,}, "
+            f"already present {result.already_present:,}, still failing {result.still_failing:,}, "
+            f"waiting {result.waiting:,}"
+        )
+
+    def progress(result: ReplayResult) -> None:
+        print(f"tableflow: dlq replay {args.table}: {describe(result)}", file=sys.stderr, flush=True)
+
+    result = replay_configured(load_config(args.config), args.table, dry_run=args.dry_run, progress=progress)
+    print(f"dlq replay {args.table}{' (dry run)' if args.dry_run else ''}: {describe(result)}")
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -118,8 +152,8 @@ def _key_value(text: str) -> tuple[str, str]:
 def _create_body(args: argparse.Namespace) -> dict[str, Any]:
     """Only what was given, so the server's defaults (the same as the config file's) apply to the rest."""
     body: dict[str, Any] = {"topic": args.topic}
-    for name in ("table", "format", "partition_by", "commit_interval_s", "max_buffer_records", "max_buffer_bytes",
-                 "start", "on_error", "partitions", "replication_factor"):  # fmt: skip
+    for name in ("table", "format", "key_format", "partition_by", "commit_interval_s", "max_buffer_records",
+                 "max_buffer_bytes", "start", "on_error", "partitions", "replication_factor"):  # fmt: skip
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     if args.property:

@@ -136,6 +136,8 @@ class TableSettings(_Model):
     topic: str = Field(min_length=1)
     table: str | None = None
     format: Literal["avro", "json", "raw"] = "avro"
+    # binary: keys only as bytes in _kafka_key; the others also decode them into _kafka_key_decoded
+    key_format: Literal["binary", "string", "avro", "json"] = "binary"
     partition_by: list[str] = Field(default_factory=list)
     commit_interval_s: float = Field(default=10.0, gt=0)
     max_buffer_bytes: int = Field(default=128 * 1024 * 1024, gt=0)

@@ -3,7 +3,8 @@
     TableflowError
     ├── ConfigError          bad settings: names the key and the fix
     ├── SchemaError          a schema that cannot be fetched, parsed or mapped
-    │   └── DecodeError      a record that does not decode with its writer schema
+    │   ├── DecodeError      a record that does not decode with its writer schema
+    │   └── IncompatibleSchemaError  a writer schema the table cannot evolve to hold (string→int, ...)
     ├── CommitError          an Iceberg commit that did not go through
     │   └── FencedError      another process owns a partition we tried to advance
     └── BrokerError          the Kafka client reported a fatal error
@@ -29,6 +30,21 @@ class SchemaError(TableflowError):
 
 class DecodeError(SchemaError):
     """A record that does not decode: wrong framing, unknown schema id, corrupt datum."""
+
+
+class IncompatibleSchemaError(SchemaError):
+    """A writer's field the table's column cannot hold: Iceberg allows no such type change (docs/schema-evolution.md).
+
+    Records of that writer follow the table's error policy; the table is never changed for them.
+    """
+
+    def __init__(self, path: str, table_type: str, writer_type: str, reason: str) -> None:
+        super().__init__(
+            f"field {path}: the table's column is {table_type}, this writer's field is {writer_type}; {reason}"
+        )
+        self.path = path
+        self.table_type = table_type
+        self.writer_type = writer_type
 
 
 class CommitError(TableflowError):

@@ -60,12 +60,10 @@ class Buffer:
             return False
         return self.records >= max_records or self.bytes >= max_bytes or time.monotonic() - self.started >= interval_s
 
-    def committed(self) -> None:
-        """Start over from the positions just committed."""
-        for r in self.ranges.values():
-            if r.next is not None:
-                r.base, r.next = r.next, None
-        self.parts, self.dead, self.records, self.bytes, self.started = [], [], 0, 0, None
+    def successor(self) -> Buffer:
+        """An empty buffer for the same partitions that starts where this one ends, so reading goes on while
+        this one is committed; its positions hold only once this one's commit has landed."""
+        return Buffer(ranges={p: PartitionRange(r.base if r.next is None else r.next) for p, r in self.ranges.items()})
 
 
 def _without(table: pa.Table, partitions: set[int]) -> pa.Table:

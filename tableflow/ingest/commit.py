@@ -1,6 +1,6 @@
 """Committing a table's buffer: the only place that moves a table's Kafka positions.
 
-Commit order (a crash between any two steps is safe because step 2 is the only truth):
+Commit order (a crash between any two steps is safe because step 3 is the only truth):
 
 1. Dead letters first: their own table, deduplicated by that table's offset map, so a retry after a crash
    writes each dead letter once.
@@ -10,7 +10,10 @@ Commit order (a crash between any two steps is safe because step 2 is the only t
    must still be the one our buffer started from; otherwise another process owns it (``FencedError``) and the
    batch is dropped and re-read from the table's position. A lost race is retried from a fresh table.
 4. (Worker) commit the consumer group's offsets, for lag dashboards only; they are never read back.
-5. (Worker) clear the buffer.
+5. (Worker) the buffer read meanwhile, which started at this buffer's end, is next; a fenced or failed commit
+   drops it too, since its starting positions never reached the table.
+
+Steps 1-3 run on the worker's commit thread, one buffer at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,12 +33,14 @@ from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchTableError,
-    ValidationError,
 )
 from pyiceberg.exceptions import TableAlreadyExistsError as _Exists
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import TableUpdate
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.transforms import parse_transform
 
@@ -45,6 +50,7 @@ from tableflow.errors import CommitError, FencedError
 from tableflow.ingest.align import align_table
 from tableflow.ingest.buffer import Buffer
 from tableflow.ingest.records import METADATA_SCHEMA, VALUE_COLUMN
+from tableflow.schema.evolution import SchemaView, evolve, field_aliases
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,23 @@ class CommitResult:
     duration_s: float
 
 
+class _Transaction(Transaction):
+    """pyiceberg's transaction, with its staged metadata computed once per set of staged updates.
+
+    ``Transaction.table_metadata`` replays and deep-copies the staged updates on every read, and one append reads
+    it about 25 times: measured, a third of a commit's CPU, all of it holding the GIL the consumer needs.
+    Staging replaces the ``_updates`` tuple, so a cache keyed on that tuple's identity is never stale.
+    """
+
+    _cached: tuple[tuple[TableUpdate, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        if self._cached is None or self._cached[0] is not self._updates:
+            self._cached = (self._updates, super().table_metadata)
+        return self._cached[1]
+
+
 def _partition_fields(expressions: list[str]) -> list[tuple[str, str, str]]:
     """``day(_kafka_timestamp)`` → (source column, transform, partition field name)."""
     fields = []
@@ -100,6 +123,7 @@ class Committer:
         self.identifier = settings.identifier
         self.dlq_identifier = f"{self.identifier}{DLQ_SUFFIX}"
         self._base_schema = pa.schema([*METADATA_SCHEMA, VALUE_COLUMN]) if raw else METADATA_SCHEMA
+        self._view: SchemaView | None = None
 
     # -- tables -------------------------------------------------------------------------------------
 
@@ -130,6 +154,18 @@ class Committer:
             return self.catalog.load_table(self.identifier)
         except NoSuchTableError:
             return self._create(self.identifier, self._base_schema, self._properties(initial))
+
+    def reset_view(self, table: Table) -> None:
+        """Check parts against ``table``'s schema from now on (see ``admit``); at every (re)start."""
+        self._view = SchemaView(table)
+
+    def admit(self, schema: pa.Schema) -> None:
+        """Make sure rows of ``schema`` can join the table as the buffered parts will have evolved it:
+        IncompatibleSchemaError when they cannot, so they follow the error policy instead of failing commits."""
+        view = self._view
+        if view is None:
+            view = self._view = SchemaView(self.ensure_table())
+        view.admit(schema)
 
     def positions(self) -> dict[int, int]:
         """This topic's partitions → next offset, as the table records them (the only source of truth)."""
@@ -174,38 +210,27 @@ class Committer:
         for partition in advanced:
             if held.get(partition) != buffer.ranges[partition].base:
                 raise FencedError(topic, partition, buffer.ranges[partition].base, held.get(partition))
-        tx = table.transaction()
-        for schema in _distinct_schemas(buffer.parts):
-            update = tx.update_schema()
-            try:
-                update.union_by_name(schema)
-            except (ValueError, ValidationError) as exc:
-                # Not a promotion Iceberg allows (e.g. double <- long): keep the table's type, cast the data.
-                log.warning("%s: schema change not applied, data is cast to the table's types: %s", table.name(), exc)
-                continue
-            update.commit()
-        self._evolve_spec(tx)
-        files = []
-        if buffer.parts:
-            target = tx.table_metadata.schema().as_arrow()
-            data = pa.concat_tables([align_table(part, target) for part in buffer.parts])
-            files = list(_dataframe_to_data_files(tx.table_metadata, data, table.io))
+        tx = _Transaction(table)
+        files = self._write_parts(tx, table, buffer.parts)
         properties = {om.OFFSETS_KEY: om.encode(om.merge(current, {topic: advanced}))}
-        try:
-            with tx.update_snapshot(snapshot_properties=properties).merge_append() as append:
-                for data_file in files:
-                    append.append_data_file(data_file)
-            _expire(tx)
-            committed = tx.commit_transaction()
-        except CommitFailedException:
-            _delete(table, [f.file_path for f in files])
-            raise
-        snapshot = committed.current_snapshot()
+        snapshot = _append_files(tx, table, files, properties).current_snapshot()
         return (
             (snapshot.snapshot_id if snapshot else None),
             len(files),
             sum(f.file_size_in_bytes for f in files),
         )
+
+    def _write_parts(self, tx: Transaction, table: Table, parts: list[pa.Table]) -> list[DataFile]:
+        """Evolve the staged schema and spec to fit ``parts``, then write them as data files of that schema."""
+        for schema in _distinct_schemas(parts):
+            evolve(tx, schema)  # IncompatibleSchemaError (another process evolved it otherwise): re-read, re-check
+        self._evolve_spec(tx)
+        if not parts:
+            return []
+        target = tx.table_metadata.schema().as_arrow()
+        aliases = field_aliases(tx.table_metadata.properties)
+        data = pa.concat_tables([align_table(part, target, aliases) for part in parts])
+        return list(_dataframe_to_data_files(tx.table_metadata, data, table.io))
 
     def _evolve_spec(self, tx: Transaction) -> None:
         """Add configured partition fields whose source column exists now (value columns appear with data)."""
@@ -233,17 +258,8 @@ class Committer:
             fresh = data.filter(keep)
             files = list(_dataframe_to_data_files(table.metadata, fresh, table.io)) if fresh.num_rows else []
             moved = {p: max(o, held.get(p, -1)) for p, o in advanced.items()}
-            tx = table.transaction()
-            try:
-                props = {om.OFFSETS_KEY: om.encode(om.merge(current, {topic: moved}))}
-                with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
-                    for data_file in files:
-                        append.append_data_file(data_file)
-                _expire(tx)
-                tx.commit_transaction()
-            except CommitFailedException:
-                _delete(table, [f.file_path for f in files])
-                raise
+            props = {om.OFFSETS_KEY: om.encode(om.merge(current, {topic: moved}))}
+            _append_files(_Transaction(table), table, files, props)
             return None, len(files), fresh.num_rows
 
         def load() -> Table:
@@ -254,13 +270,83 @@ class Committer:
 
         return self._retrying(load, attempt)[2]
 
+    # -- dead-letter replay (tableflow/ingest/replay.py): writes that move no position ------------------
+
+    def append_in_place(self, pick: Callable[[Table], list[pa.Table]], properties: dict[str, str]) -> int:
+        """Append the rows ``pick`` chooses from the freshly loaded table (again on every lost race, so it can
+        leave out what the table holds by then), evolving the schema as ingestion does; the offset map is carried
+        forward unchanged. Returns the rows appended."""
+
+        def attempt(table: Table) -> _Outcome:
+            parts = pick(table)
+            if not parts:
+                return None, 0, 0
+            tx = _Transaction(table)
+            files = self._write_parts(tx, table, parts)
+            _append_files(tx, table, files, _carry_offsets(table, properties))
+            return None, len(files), sum(part.num_rows for part in parts)
+
+        return self._retrying(self.ensure_table, attempt)[2]
+
+    def delete_dead(
+        self, where: BooleanExpression, doomed: Callable[[pa.Table], pa.ChunkedArray], properties: dict[str, str]
+    ) -> int:
+        """Delete the dead letters ``doomed`` marks from the files ``where`` may hold them in (copy-on-write, and
+        exact: pyiceberg's own delete binds an ``In`` of every offset at about 0.1 ms a row), carrying the
+        dead-letter table's offset map forward (its deduplication must survive snapshot expiry). Returns the rows
+        deleted."""
+
+        def attempt(table: Table) -> _Outcome:
+            reader = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+            replaced: list[DataFile] = []
+            files: list[DataFile] = []
+            deleted = 0
+            for task in table.scan(row_filter=where).plan_files():
+                rows = reader.to_table([task])
+                kept = rows.filter(pc.invert(doomed(rows)))
+                if kept.num_rows < rows.num_rows:
+                    replaced.append(task.file)
+                    files += _dataframe_to_data_files(table.metadata, kept, table.io) if kept.num_rows else []
+                    deleted += rows.num_rows - kept.num_rows
+            if replaced:
+                _append_files(_Transaction(table), table, files, _carry_offsets(table, properties), replaced)
+            return None, len(files), deleted
+
+        return self._retrying(lambda: self.catalog.load_table(self.dlq_identifier), attempt)[2]
+
+
+def _carry_offsets(table: Table, properties: dict[str, str]) -> dict[str, str]:
+    """``properties`` plus ``table``'s offset map as it stands (left out while it has none, so a recorded
+    ``start: latest`` position still applies)."""
+    held = om.snapshot_offsets(table)
+    return properties if held is None else {**properties, om.OFFSETS_KEY: om.encode(held)}
+
 
 def _distinct_schemas(parts: list[pa.Table]) -> list[pa.Schema]:
     seen: list[pa.Schema] = []
     for part in parts:
-        if not any(part.schema.equals(s) for s in seen):
+        if not any(part.schema.equals(s, check_metadata=True) for s in seen):  # aliases are metadata
             seen.append(part.schema)
     return seen
+
+
+def _append_files(
+    tx: Transaction, table: Table, files: list[DataFile], properties: dict[str, str], replaced: Sequence[DataFile] = ()
+) -> Table:
+    """Commit ``files`` (in place of ``replaced``, and whatever ``tx`` staged) as one snapshot; the files go
+    when the swap is lost."""
+    snapshot = tx.update_snapshot(snapshot_properties=properties)
+    try:
+        with snapshot.overwrite() if replaced else snapshot.merge_append() as append:
+            for data_file in replaced:
+                append.delete_data_file(data_file)
+            for data_file in files:
+                append.append_data_file(data_file)
+        _expire(tx)
+        return tx.commit_transaction()
+    except CommitFailedException:
+        _delete(table, [f.file_path for f in files])
+        raise
 
 
 def _expire(tx: Transaction) -> None:

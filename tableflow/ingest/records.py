@@ -53,7 +53,7 @@ class MessageBatch:
         return len(self.offsets)
 
     def value_bytes(self) -> int:
-        return sum(len(v) for v in self.values if v is not None)
+        return sum(map(len, filter(None, self.values)))  # None (a tombstone) and b"" both add nothing
 
     def metadata(self) -> pa.Table:
         """The ``_kafka_*`` columns for every record of the batch, in batch order."""

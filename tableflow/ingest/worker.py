@@ -5,12 +5,19 @@ assignment and after any failure the worker seeks to what the table holds. Befor
 buffer is committed; partitions that are lost (not revoked) are dropped without committing, because another
 process may already own them. Any unexpected error restarts the consumer from the table's positions, so the
 buffer is either committed whole or re-read whole.
+
+Commits run on a commit thread, one at a time, while the loop reads on into the next buffer, which starts where
+the one in flight ends: writing Parquet and the catalog round trip overlap with consuming and decoding. That
+next buffer only holds once the commit lands; when the commit is fenced it is dropped with everything else for
+those partitions and read again from the table. Revocation, pause, suspend and stop wait for the commit in
+flight and then commit the rest in place, so nothing is handed over half-committed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -20,11 +27,12 @@ from pyiceberg.catalog import Catalog
 
 from tableflow import offsets as om
 from tableflow.config import Settings, TableSettings
-from tableflow.errors import BrokerError, FencedError, TableflowError
+from tableflow.errors import BrokerError, FencedError, IncompatibleSchemaError, TableflowError
 from tableflow.ingest.buffer import Buffer
-from tableflow.ingest.commit import DLQ_SCHEMA, Committer
-from tableflow.ingest.decode import Decoded, Decoder
+from tableflow.ingest.commit import DLQ_SCHEMA, CommitResult, Committer
+from tableflow.ingest.decode import Decoded, Decoder, RecordError
 from tableflow.ingest.decode.factory import make_decoder
+from tableflow.ingest.decode.key import KeyDecoder
 from tableflow.ingest.records import MessageBatch
 from tableflow.ingest.status import ErrorInfo, TableStatus
 from tableflow.schema.registry import SchemaSource
@@ -51,8 +59,11 @@ class TableWorker:
         self._thread = threading.Thread(target=self.run, name=f"tableflow-{table.identifier}", daemon=True)
         self._consumer: Consumer | None = None
         self._decoder: Decoder | None = None
+        self._keys = KeyDecoder(table.key_format, source)
         self._buffer = Buffer()
         self._suspended_at: ErrorInfo | None = None
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tableflow-commit-{table.identifier}")
+        self._in_flight: tuple[Buffer, Future[CommitResult]] | None = None
 
     # -- control (any thread) -----------------------------------------------------------------------
 
@@ -93,6 +104,7 @@ class TableWorker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
         self._close()
+        self._commits.shutdown()
         self.status.state = "stopped"
 
     def _consume_until_stopped(self) -> None:
@@ -112,6 +124,7 @@ class TableWorker:
         self._consumer = consumer
         table = self.committer.ensure_table(self._latest_positions(consumer) if self.table.start == "latest" else None)
         self._decoder = make_decoder(self.table, self._source, table.schema().as_arrow())
+        self.committer.reset_view(table)
         self.status.committed = dict(self.committer.positions())
         consumer.subscribe(
             [self.table.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -122,12 +135,15 @@ class TableWorker:
             messages = consumer.consume(num_messages=_BATCH, timeout=_POLL_S)
             if messages:
                 self._ingest(messages)
-            if self._suspended_at is not None or self._buffer.due(
+            if self._suspended_at is not None:
+                self._flush()
+                self._suspend(consumer, self._suspended_at)
+            elif self._buffer.due(
                 self.table.commit_interval_s, self.table.max_buffer_records, self.table.max_buffer_bytes
             ):
-                self._flush()
-            if self._suspended_at is not None:
-                self._suspend(consumer, self._suspended_at)
+                self._submit()
+            elif self._in_flight is not None and self._in_flight[1].done():
+                self._collect()
         self._flush()
 
     def _suspend(self, consumer: Consumer, reason: ErrorInfo) -> None:
@@ -190,6 +206,7 @@ class TableWorker:
 
     def _reposition(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Forget what is buffered for ``partitions`` and read them again from the table's positions."""
+        self._collect()
         if not partitions:
             return
         self._buffer.forget([tp.partition for tp in partitions])
@@ -213,9 +230,9 @@ class TableWorker:
             return
         batch = MessageBatch.from_messages(self.table.topic, good)
         assert self._decoder is not None
-        decoded = self._decoder.decode(batch.values)
+        decoded = self._keys.attach(self._decoder.decode(batch.values), batch.keys)
         metadata = batch.metadata()
-        rows = _rows(decoded, metadata)
+        rows = admitted_rows(self.committer, decoded, metadata)
         dead = None
         cut: dict[int, int] = {}
         if decoded.errors:
@@ -271,18 +288,37 @@ class TableWorker:
         )
         return dead, {}
 
-    def _flush(self) -> None:
+    def _submit(self) -> None:
+        """Hand the buffer to the commit thread and read on into its successor; one commit in flight at most."""
+        self._collect()
         buffer = self._buffer
         if not buffer.advanced():
             buffer.started = None
             return
+        self._buffer = buffer.successor()
+        self._in_flight = (buffer, self._commits.submit(self.committer.commit, buffer))
+
+    def _collect(self) -> None:
+        """Wait for the commit in flight, if any, and act on its outcome."""
+        if self._in_flight is None:
+            return
+        buffer, future = self._in_flight
+        self._in_flight = None
         try:
-            result = self.committer.commit(buffer)
+            result = future.result()
         except FencedError as exc:
             log.warning("%s", exc)
             if self._consumer is not None:
                 self._reposition(self._consumer, self._consumer.assignment())
             return
+        self._committed(buffer, result)
+
+    def _flush(self) -> None:
+        """Commit everything read so far and wait for it."""
+        self._submit()
+        self._collect()
+
+    def _committed(self, buffer: Buffer, result: CommitResult) -> None:
         self.status.records_total += result.rows
         self.status.bytes_total += buffer.bytes
         self.status.dlq_records_total += result.dead
@@ -301,9 +337,13 @@ class TableWorker:
                 )
             except KafkaException as exc:  # monitoring only; positions live in the table
                 log.debug("group offset commit failed: %s", exc)
-        buffer.committed()
 
     def _close(self) -> None:
+        if self._in_flight is not None:  # let it land (or fail) before the next start reads the table's positions
+            try:
+                self._collect()
+            except Exception:
+                log.exception("%s: the commit in flight failed; its records are read again", self.table.identifier)
         if self._consumer is not None:
             try:
                 self._consumer.close()
@@ -313,6 +353,22 @@ class TableWorker:
         if self._decoder is not None:
             self._decoder.close()
             self._decoder = None
+
+
+def admitted_rows(committer: Committer, decoded: Decoded, metadata: pa.Table) -> list[pa.Table]:
+    """``_rows`` the table can hold; the rows of a piece it cannot (schema/evolution.py) become errors in
+    ``decoded``, which follow the error policy like records that do not decode."""
+    kept = []
+    for part, piece in zip(decoded.parts, _rows(decoded, metadata), strict=True):
+        try:
+            committer.admit(piece.schema)
+        except IncompatibleSchemaError as exc:
+            decoded.errors.extend(RecordError(row, exc, part.schema_id) for row in part.rows)
+        else:
+            kept.append(piece)
+    if len(kept) < len(decoded.parts):
+        decoded.errors.sort(key=lambda error: error.row)
+    return kept
 
 
 def _rows(decoded: Decoded, metadata: pa.Table) -> list[pa.Table]:

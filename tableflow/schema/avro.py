@@ -35,6 +35,10 @@ Convert = Callable[[Any], Any]
 VALUE_COLUMN = "value"
 """The one column of a table whose writer schema is not a record (a bare ``string``, an array, ...)."""
 
+ALIASES_METADATA = b"avro.aliases"
+"""Arrow field metadata holding a record field's Avro ``aliases`` (a JSON list): the names it had before, which
+schema evolution uses to rename the column (``tableflow.schema.evolution``)."""
+
 _PRIMITIVES: dict[str, tuple[pa.DataType, type]] = {
     # Avro type: (Arrow type, Python type fastavro reads it as)
     "null": (pa.null(), type(None)),
@@ -214,7 +218,9 @@ class _Mapper:
             columnar = True
             for field in schema["fields"]:
                 node = self.map(field["type"], (*path, field["name"]))
-                fields.append(pa.field(field["name"], node.type))
+                aliases = field.get("aliases")
+                metadata = {ALIASES_METADATA: json.dumps(aliases).encode()} if aliases else None
+                fields.append(pa.field(field["name"], node.type, metadata=metadata))
                 columnar = columnar and node.columnar
                 if node.convert is not None:
                     converts.append((field["name"], node.convert))

@@ -461,7 +461,7 @@ class Pipeline:
     def commit(self) -> None:
         if self.buffer.advanced():
             self.committer.commit(self.buffer)
-            self.buffer.committed()
+            self.buffer = self.buffer.successor()
 
     def rows(self) -> int:
         return self.committer.ensure_table().scan().count()

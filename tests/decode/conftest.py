@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import Table
 
 from tableflow.ingest.decode.avro import AvroDecoder
 from tableflow.schema.store import SchemaStore
 from tests.schema_registry.server import serve_registry
 
 Serialize = Callable[[str, object, Sequence[Any]], list[bytes]]
+
+
+def iceberg_table(tmp_path: Path, name: str, data: pa.Table) -> Table:
+    """``data`` appended with pyiceberg to a new table ``decode.<name>`` of its type, in a SQLite catalog."""
+    catalog = SqlCatalog("test", uri=f"sqlite:///{tmp_path / 'catalog.db'}", warehouse=f"file://{tmp_path}")
+    catalog.create_namespace("decode")
+    table = catalog.create_table(f"decode.{name}", schema=data.schema)
+    table.append(data)
+    return table
 
 
 @pytest.fixture(scope="module")

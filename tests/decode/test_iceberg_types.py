@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.types import DecimalType, FixedType, TimestamptzType, TimeType, UUIDType
 
 from tableflow.ingest.decode.avro import AvroDecoder
-from tests.decode.conftest import Serialize
+from tests.decode.conftest import Serialize, iceberg_table
 from tests.decode.test_avro_types import CASES
 
 NOT_IN_ICEBERG_V2 = {"null", "decimal-wide", "timestamp-nanos"}  # no v2 type: unknown, decimal(50), timestamp_ns
@@ -31,11 +30,8 @@ def test_every_mapped_type_round_trips_through_an_iceberg_table(
     schema = {"type": "record", "name": "Everything", "fields": fields}
     record = {name.replace("-", "_"): CASES[name].values[0] for name in names}
     (part,) = columnar.decode(list(avro_values("iceberg-types", schema, [record]))).parts
-    catalog = SqlCatalog("test", uri=f"sqlite:///{tmp_path / 'catalog.db'}", warehouse=f"file://{tmp_path}")
-    catalog.create_namespace("decode")
 
-    table = catalog.create_table("decode.everything", schema=part.table.schema)
-    table.append(part.table)
+    table = iceberg_table(tmp_path, "everything", part.table)
 
     iceberg = table.schema()
     assert isinstance(iceberg.find_type("uuid"), UUIDType)

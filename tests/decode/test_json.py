@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
+import uuid
 
 import pyarrow as pa
-import pytest
+from pyiceberg.schema import Schema
+from pyiceberg.types import (
+    DateType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    StructType,
+    TimestamptzType,
+    TimeType,
+    UUIDType,
+)
 
-from tableflow.errors import SchemaError
 from tableflow.ingest.decode.json import JsonDecoder
 from tests.decode.conftest import Serialize
 from tests.decode.orders import as_json, order
@@ -146,11 +159,44 @@ def test_order_events() -> None:
     )
 
 
-def test_a_column_json_cannot_fill_fails_the_batch_not_the_records() -> None:
-    decoder = JsonDecoder(pa.schema([("tags", pa.map_(pa.string(), pa.string()))]))
+def test_plain_json_reads_the_columns_a_json_schema_gave_and_only_map_values_fail() -> None:
+    """Plain records on a table a JSON Schema typed (as a restarted worker sees it: the table's own Arrow
+    schema, large types and all) take its types, parsed from strings like framed values; a map value, which
+    only a framed record can fill, and a string that is no uuid are errors of their records alone."""
+    table = Schema(
+        NestedField(1, "id", LongType()),
+        NestedField(2, "at", TimestamptzType()),
+        NestedField(3, "day", DateType()),
+        NestedField(4, "ref", UUIDType()),
+        NestedField(5, "tags", MapType(6, StringType(), 7, StringType())),
+        NestedField(8, "visits", ListType(9, StructType(NestedField(10, "on", TimeType())))),
+    ).as_arrow()
+    decoder = JsonDecoder(table)
+    ref = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
 
-    with pytest.raises(SchemaError, match="cannot be read from JSON"):
-        decoder.decode(_lines({"tags": {"a": "b"}}))
+    decoded = decoder.decode(
+        _lines(
+            {"id": 1, "at": "2024-05-06T09:08:09+02:00", "day": "2024-02-29", "ref": ref.upper()},
+            {"id": 2, "tags": {"a": "b"}},
+            {"id": 3, "visits": [{"on": "12:30:00.5Z", "by": "x"}], "new": True},
+            {"id": 4, "ref": "not-a-uuid"},
+            {"id": 5, "tags": None},
+        )
+    )
+
+    (part,) = decoded.parts
+    assert list(part.rows) == [0, 2, 4]
+    assert [error.row for error in decoded.errors] == [1, 3]
+    assert "column tags is a map" in str(decoded.errors[0].error)
+    assert "JSONSerializer" in str(decoded.errors[0].error)
+    assert "not a UUID" in str(decoded.errors[1].error)
+    rows = part.table.to_pylist()
+    assert rows[0]["at"] == datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    assert (rows[0]["day"], rows[0]["ref"]) == (datetime.date(2024, 2, 29), uuid.UUID(ref))
+    assert rows[1]["visits"] == [{"on": datetime.time(12, 30, 0, 500000), "by": "x"}] and rows[1]["new"] is True
+    assert rows[2]["tags"] is None and rows[2]["at"] is None
+    assert part.table.schema.field("ref").type == pa.uuid()
+    assert part.table.schema.field("tags").type == table.field("tags").type
 
 
 def test_a_batch_of_nothing_but_bad_values() -> None:

@@ -51,8 +51,10 @@ class Feed:
         partitions: int,
         rate: float,
         serialize: Callable[[int], bytes] = _raw,
+        first: int = 0,
     ) -> None:
         self.topic, self.count, self.partitions, self.rate = topic, count, partitions, rate
+        self.first = first
         self.serialize = serialize
         self.delivered: dict[tuple[int, int], int] = {}
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
@@ -60,7 +62,7 @@ class Feed:
 
     def _run(self) -> None:
         started = time.monotonic()
-        for i in range(self.count):
+        for i in range(self.first, self.first + self.count):
 
             def delivered(err: Any, msg: Any, i: int = i) -> None:
                 assert err is None, err
@@ -72,7 +74,7 @@ class Feed:
             )  # fmt: skip
             if i % 500 == 0:
                 self._producer.poll(0)
-                ahead = i / self.rate - (time.monotonic() - started)
+                ahead = (i - self.first) / self.rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
         self._producer.flush(60)
@@ -113,14 +115,20 @@ def _wait_caught_up(data_dir: Path, identifier: str, topic: str, ends: dict[int,
     raise AssertionError(f"table holds {held}, topic ends at {ends}")
 
 
-def _wait_assigned(log: Path, timeout_s: float = 60) -> None:
-    """Until the service writing ``log`` has been given partitions."""
+def _wait_log(log: Path, pattern: str, at_least: int = 1, timeout_s: float = 60) -> int:
+    """Until ``log`` holds ``at_least`` lines matching ``pattern``; returns how many it holds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if re.search(r"assigned \{\d", log.read_text()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no partitions assigned within {timeout_s}s; see {log}")
+        found = len(re.findall(pattern, log.read_text()))
+        if found >= at_least:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {at_least} lines matching {pattern!r} within {timeout_s}s; see {log}")
+
+
+def _wait_assigned(log: Path, timeout_s: float = 60) -> None:
+    """Until the service writing ``log`` has been given partitions."""
+    _wait_log(log, r"assigned \{\d", timeout_s=timeout_s)
 
 
 def _assert_exactly_once(data_dir: Path, identifier: str, feed: Feed) -> None:
@@ -199,6 +207,38 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(
     bootstrap: str, make_topic: Any, tmp_path: Path, fmt: str
 ) -> None:
     _chaos(bootstrap, make_topic(partitions=4), tmp_path, count=20_000, kills=3, rate=2_000, fmt=fmt)
+
+
+def test_sigkill_while_a_commit_is_in_flight(bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    """The commit thread writes and commits one buffer while the loop reads into the next. Each round leaves a
+    backlog, then kills the service right after its first commit lands, while it catches up: the next commit is
+    then being written or committed, and the buffer after it filling."""
+    topic = make_topic(partitions=4)
+    data_dir = tmp_path / "data"
+    table = {"topic": topic, "format": "raw", "commit_interval_s": 0.2, "max_buffer_records": 1000}
+    port = write_config(tmp_path / "tableflow.yaml", data_dir, bootstrap, [table])
+    identifier = load_config(None, tables=[table]).tables[0].identifier
+    log = tmp_path / "service.log"
+    service = Service(tmp_path / "tableflow.yaml", port, log)
+    rng = random.Random(11)
+    feed = Feed(bootstrap, topic, 0, 4, 1.0)
+    commits = 0
+    try:
+        for round_ in range(4):
+            backlog = Feed(bootstrap, topic, 40_000, 4, 1e6, first=round_ * 40_000).start()
+            backlog.join()
+            feed.delivered.update(backlog.delivered)
+            service.start()
+            if round_ == 3:
+                break
+            commits = _wait_log(log, r"commit table=", at_least=commits + 1)
+            time.sleep(rng.uniform(0.0, 0.1))
+            service.kill()
+            commits = _wait_log(log, r"commit table=")
+        _wait_caught_up(data_dir, identifier, topic, feed.positions(), timeout_s=120)
+    finally:
+        service.stop()
+    _assert_exactly_once(data_dir, identifier, feed)
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def _rows(partition: int, offsets: list[int]) -> pa.Table:
     )
 
 
-def test_buffer_tracks_positions_and_starts_over_after_a_commit() -> None:
+def test_buffer_tracks_positions_and_its_successor_starts_where_it_ends() -> None:
     buffer = Buffer()
     buffer.assign(0, None)
     buffer.assign(1, 40)
@@ -40,9 +40,10 @@ def test_buffer_tracks_positions_and_starts_over_after_a_commit() -> None:
     assert buffer.advanced() == {0: 2, 1: 41}
     assert buffer.records == 3
     assert buffer.due(3600, 3, 10**9) and buffer.due(3600, 10, 30) and buffer.due(0.0, 10, 10**9)
-    buffer.committed()
-    assert buffer.advanced() == {} and buffer.records == 0 and buffer.parts == []
-    assert (buffer.ranges[0].base, buffer.ranges[1].base) == (2, 41)
+    after = buffer.successor()
+    assert after.advanced() == {} and after.records == 0 and after.parts == [] and after.started is None
+    assert (after.ranges[0].base, after.ranges[1].base) == (2, 41)
+    assert buffer.advanced() == {0: 2, 1: 41}, "the buffer in flight keeps what it commits"
 
 
 def test_forgetting_a_partition_drops_its_rows() -> None:

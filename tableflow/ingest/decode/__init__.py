@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from tableflow.errors import DecodeError
+from tableflow.errors import SchemaError
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ class DecodedPart:
 
 @dataclass(frozen=True)
 class RecordError:
-    """Why input record ``row`` could not be decoded."""
+    """Why input record ``row`` could not be decoded (or, IncompatibleSchemaError, cannot join the table)."""
 
     row: int
-    error: DecodeError
+    error: SchemaError
     schema_id: int | None = None
 
 

@@ -184,6 +184,20 @@ class IsolatedReader:
             worker.response.clear()
         return table
 
+    def start_soon(self) -> None:
+        """Start the worker on a thread of its own now (it takes ~0.3 s), so the first ``read`` finds it
+        running; a pipeline calls this before joining its consumer group. A failure here is only logged:
+        ``read`` tries again and reports it."""
+
+        def start() -> None:
+            try:
+                with self._lock:
+                    self._start()
+            except ReadFailed as exc:
+                logger.warning("could not start the columnar reader ahead of time: %s", exc)
+
+        threading.Thread(target=start, name="tableflow-avro-reader-start", daemon=True).start()
+
     def close(self) -> None:
         """Stop the worker (idempotent); the next ``read`` starts a new one."""
         with self._lock:

@@ -70,6 +70,10 @@ class AvroDecoder:
         self._writers: dict[int, _Writer | DecodeError] = {}
         self._reader = IsolatedReader()
 
+    def start_soon(self) -> None:
+        """Start the columnar reader's worker process in the background (see ``IsolatedReader.start_soon``)."""
+        self._reader.start_soon()
+
     @property
     def reader_pid(self) -> int | None:
         """The columnar reader's worker process id, None while it is not running."""

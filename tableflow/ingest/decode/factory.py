@@ -18,7 +18,9 @@ def make_decoder(settings: TableSettings, source: SchemaSource, table_schema: pa
         from tableflow.ingest.decode.json import JsonDecoder
 
         values = [field for field in table_schema if not field.name.startswith("_kafka_")]
-        return JsonDecoder(known_schema=pa.schema(values) if values else None)
+        return JsonDecoder(known_schema=pa.schema(values) if values else None, source=source)
     from tableflow.ingest.decode.avro import AvroDecoder
 
-    return AvroDecoder(source)
+    decoder = AvroDecoder(source)
+    decoder.start_soon()  # while the consumer joins its group
+    return decoder
