@@ -99,14 +99,16 @@ class DeadLetterReplay:
                 "(the table has not been ingested yet, or no record has failed to decode): nothing to replay"
             ) from exc
         self.committer.reset_view(main)
-        self._decoder = make_decoder(table, source, main.schema().as_arrow())
-        self._keys = KeyDecoder(table.key_format, source)
+        schema = main.schema().as_arrow()
+        self._decoder = make_decoder(table, source, schema)
+        self._keys = KeyDecoder(table.key_format, source, schema)
 
     def __enter__(self) -> DeadLetterReplay:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._decoder.close()
+        self._keys.close()
 
     def run(
         self, *, dry_run: bool = False, progress: Progress | None = None, chunk_rows: int = CHUNK_ROWS
@@ -130,11 +132,13 @@ class DeadLetterReplay:
         metadata = self.dead.metadata
         reader = ArrowScan(metadata, self.dead.io, metadata.schema(), AlwaysTrue())
         group: list[FileScanTask] = []
+        grouped = 0
         for task in self.dead.scan(snapshot_id=snapshot.snapshot_id).plan_files():
             group.append(task)
-            if sum(t.file.record_count for t in group) >= rows:
+            grouped += task.file.record_count
+            if grouped >= rows:
                 yield reader.to_table(group)
-                group = []
+                group, grouped = [], 0
         if group:
             yield reader.to_table(group)
 

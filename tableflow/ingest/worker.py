@@ -59,7 +59,7 @@ class TableWorker:
         self._thread = threading.Thread(target=self.run, name=f"tableflow-{table.identifier}", daemon=True)
         self._consumer: Consumer | None = None
         self._decoder: Decoder | None = None
-        self._keys = KeyDecoder(table.key_format, source)
+        self._keys: KeyDecoder | None = None
         self._buffer = Buffer()
         self._suspended_at: ErrorInfo | None = None
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tableflow-commit-{table.identifier}")
@@ -123,7 +123,9 @@ class TableWorker:
         )
         self._consumer = consumer
         table = self.committer.ensure_table(self._latest_positions(consumer) if self.table.start == "latest" else None)
-        self._decoder = make_decoder(self.table, self._source, table.schema().as_arrow())
+        schema = table.schema().as_arrow()
+        self._decoder = make_decoder(self.table, self._source, schema)
+        self._keys = KeyDecoder(self.table.key_format, self._source, schema)
         self.committer.reset_view(table)
         self.status.committed = dict(self.committer.positions())
         consumer.subscribe(
@@ -229,7 +231,7 @@ class TableWorker:
         if not good:
             return
         batch = MessageBatch.from_messages(self.table.topic, good)
-        assert self._decoder is not None
+        assert self._decoder is not None and self._keys is not None
         decoded = self._keys.attach(self._decoder.decode(batch.values), batch.keys)
         metadata = batch.metadata()
         rows = admitted_rows(self.committer, decoded, metadata)
@@ -350,9 +352,10 @@ class TableWorker:
             except (KafkaException, RuntimeError, TableflowError) as exc:
                 log.warning("%s: closing the consumer: %s", self.table.identifier, exc)
             self._consumer = None
-        if self._decoder is not None:
-            self._decoder.close()
-            self._decoder = None
+        for decoder in (self._decoder, self._keys):
+            if decoder is not None:
+                decoder.close()
+        self._decoder = self._keys = None
 
 
 def admitted_rows(committer: Committer, decoded: Decoded, metadata: pa.Table) -> list[pa.Table]:

@@ -141,7 +141,7 @@ class _Planner:
         for writer_field in fields:
             column, new_name = self._match(writer_field, table, columns, written)
             if column is None:
-                if not pa.types.is_null(writer_field.type):  # nothing to store: no column until it has a type
+                if _storable(writer_field.type):  # nothing to store: no column until it has a type
                     self._plan.adds.append(((*path, writer_field.name), self._iceberg(writer_field, path)))
                 continue
             if column.field_id in matched:
@@ -183,7 +183,7 @@ class _Planner:
 
     def _type(self, writer_field: pa.Field, table_type: IcebergType, current: Path, path: Path) -> None:
         writer_type = writer_field.type
-        if pa.types.is_null(writer_type):
+        if not _storable(writer_type):
             return  # every value is null, which any optional column holds
         if pa.types.is_struct(writer_type) and isinstance(table_type, StructType):
             self._struct(list(writer_type), table_type, current, path)
@@ -251,12 +251,22 @@ def _is_list(data_type: pa.DataType) -> bool:
     return isinstance(data_type, pa.ListType | pa.LargeListType)
 
 
-def _without_nulls(data_type: pa.DataType) -> pa.DataType:
-    """``data_type`` without the struct members of type null, at any depth."""
+def _storable(data_type: pa.DataType) -> bool:
+    """Whether values of ``data_type`` can hold anything but null: not the null type, not a struct (or a list or
+    map of them) whose members are all unstorable; those get no column (Parquet has no empty struct)."""
     if isinstance(data_type, pa.StructType):
-        return pa.struct(
-            [child.with_type(_without_nulls(child.type)) for child in data_type if not pa.types.is_null(child.type)]
-        )
+        return any(_storable(child.type) for child in data_type)
+    if _is_list(data_type):
+        return _storable(data_type.value_type)
+    if isinstance(data_type, pa.MapType):
+        return _storable(data_type.item_type)
+    return not pa.types.is_null(data_type)
+
+
+def _without_nulls(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` without the unstorable struct members, at any depth."""
+    if isinstance(data_type, pa.StructType):
+        return pa.struct([child.with_type(_without_nulls(child.type)) for child in data_type if _storable(child.type)])
     if isinstance(data_type, pa.ListType):
         return pa.list_(data_type.value_field.with_type(_without_nulls(data_type.value_type)))
     if isinstance(data_type, pa.LargeListType):

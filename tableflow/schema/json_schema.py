@@ -59,7 +59,9 @@ class JsonSchemaArrow:
         if not self.record:
             texts = [b'{"' + VALUE_COLUMN.encode() + b'":' + text + b"}" for text in texts]
         if self.columnar:
-            options = pa_json.ParseOptions(explicit_schema=self.storage, unexpected_field_behavior="ignore")
+            # a non-object text spliced into the wrapper must not add keys to it (``"a","b":1`` is no JSON value)
+            extra = "ignore" if self.record else "error"
+            options = pa_json.ParseOptions(explicit_schema=self.storage, unexpected_field_behavior=extra)
             table = pa_json.read_json(pa.BufferReader(b"\n".join(texts)), parse_options=options)
             if table.num_rows != len(texts):  # a text held several objects (or none)
                 raise ValueError(f"{len(texts)} JSON texts held {table.num_rows} objects")
@@ -139,11 +141,12 @@ class _Mapper:
             raise SchemaError(f"{self._label}: {_where(path)} is {json.dumps(schema)}, not a schema (an object)")
         if "$ref" in schema:
             return self._ref(schema["$ref"], path)
-        for keyword in ("anyOf", "oneOf"):
-            if keyword in schema:
-                return self._choice(schema[keyword], path)
+        own = {key: value for key, value in schema.items() if key not in _COMBINATORS}
         if "allOf" in schema:
-            return self._all_of(schema["allOf"], path)
+            return self._all_of([own, *schema["allOf"]] if _typed(own) else schema["allOf"], path)
+        for keyword in ("anyOf", "oneOf"):
+            if keyword in schema and not _typed(own):  # beside a type of its own it only constrains that type
+                return self._choice(schema[keyword], path)
         if "const" in schema:
             return self._literals([schema["const"]])
         if "enum" in schema:
@@ -230,6 +233,7 @@ class _Mapper:
 
     def _all_of(self, branches: list[Any], path: tuple[str, ...]) -> _Node:
         """``allOf``: one schema is that schema; objects are the union of their properties; else JSON text."""
+        branches = [branch for branch in branches if not isinstance(branch, dict) or _typed(branch)]
         nodes = [node for node in (self.map(branch, path) for branch in branches) if node.type is not None]
         if len(nodes) == 1:
             return nodes[0]
@@ -243,7 +247,12 @@ class _Mapper:
     def _properties(self, schema: Any, path: tuple[str, ...]) -> dict[str, Any]:
         while isinstance(schema, dict) and "$ref" in schema:
             schema = self._resolve(schema["$ref"], path)
-        return dict(schema.get("properties", {})) if isinstance(schema, dict) else {}
+        if not isinstance(schema, dict):
+            return {}
+        merged: dict[str, Any] = {}
+        for branch in schema.get("allOf", []):
+            merged.update(self._properties(branch, path))
+        return merged | dict(schema.get("properties", {}))
 
     def _literals(self, values: list[Any]) -> _Node:
         """``enum``/``const``: the type the values share (strings, integers, ...); else JSON text."""
@@ -326,8 +335,19 @@ def _object_convert(converts: list[tuple[str, Convert]]) -> Convert | None:
     return convert
 
 
+_COMBINATORS = ("allOf", "anyOf", "oneOf")
+_TYPING = ("type", "properties", "items", "prefixItems", "additionalProperties", "$ref", "const", "enum", *_COMBINATORS)
+
+
+def _typed(schema: dict[str, Any]) -> bool:
+    """Whether a schema object says what type its value has, rather than only constraining it
+    (``{"required": ["a"]}``, ``{"minLength": 1}``)."""
+    return any(key in schema for key in _TYPING)
+
+
 def _wrap(convert: Convert) -> Convert:
-    return lambda value: {VALUE_COLUMN: convert(value)}
+    """``convert`` applied inside a non-object value's ``{VALUE_COLUMN: value}`` wrapper (see ``read``)."""
+    return lambda value: {VALUE_COLUMN: convert(value[VALUE_COLUMN])}
 
 
 def finish(array: pa.Array, target: pa.DataType) -> pa.Array:

@@ -146,6 +146,20 @@ CASES: dict[str, Case] = {
         pa.struct([("sku", pa.string()), ("qty", pa.int64()), ("note", pa.string())]),
         [{"sku": "a", "qty": None, "note": "n"}],
     ),
+    "allOf-beside-properties": Case(
+        {"type": "object", "properties": {"id": {"type": "integer"}}, "allOf": [{"$ref": "#/$defs/Item"}]},
+        [{"id": 7, "sku": "a", "qty": 1}],
+        pa.struct([("id", pa.int64()), ("sku", pa.string()), ("qty", pa.int64())]),
+        defs={"$defs": {"Item": ITEM}},
+    ),
+    "allOf-nested": Case(
+        {"allOf": [{"allOf": [ITEM]}, {"type": "object", "properties": {"note": STRING_OR_NULL}}]},
+        [{"sku": "a", "qty": 1, "note": "n"}],
+        pa.struct([("sku", pa.string()), ("qty", pa.int64()), ("note", pa.string())]),
+    ),
+    "anyOf-constraints-beside-properties": Case(
+        {**ITEM, "anyOf": [{"required": ["sku"]}, {"required": ["qty"]}]}, [{"sku": "a", "qty": 1}], ITEM_TYPE
+    ),
 }
 
 ROW_ONLY = {"map", "map-of-dates", "free-form-object", "several-types", "oneOf-objects", "tuple"}
@@ -224,6 +238,35 @@ def test_a_bare_type_is_one_column_named_value(json_schema_values: Serialize, st
     (part,) = JsonDecoder(source=store).decode(values).parts
 
     assert part.table.equals(pa.table({"value": pa.array([datetime.date(2024, 1, 1)], pa.date32())}))
+
+
+@pytest.mark.parametrize(
+    ("subject", "schema", "written", "column"),
+    [
+        ("json-bare-text", {"type": ["string", "integer"]}, ["x", 5], pa.array(['"x"', "5"])),
+        ("json-bare-texts", {"type": "array", "items": {"type": ["string", "integer"]}}, [[1, "a"]],
+         pa.array([["1", '"a"']])),
+    ],
+)  # fmt: skip
+def test_a_bare_type_of_json_text(
+    subject: str, schema: Any, written: list[Any], column: pa.Array, json_schema_values: Serialize, store: SchemaStore
+) -> None:
+    values: list[bytes | None] = list(json_schema_values(subject, schema, written))
+
+    (part,) = JsonDecoder(source=store).decode(values).parts
+
+    assert part.table.equals(pa.table({"value": column}))
+
+
+def test_a_bare_value_cannot_smuggle_keys_into_its_column(json_schema_values: Serialize, store: SchemaStore) -> None:
+    good = list(json_schema_values("json-bare-smuggle", {"type": "string"}, ["a", "b"]))
+    values: list[bytes | None] = [good[0], good[0][:5] + b'"x","junk":1', good[1]]
+
+    decoded = JsonDecoder(source=store).decode(values)
+
+    assert [error.row for error in decoded.errors] == [1]
+    (part,) = decoded.parts
+    assert list(part.rows) == [0, 2] and part.table.column("value").to_pylist() == ["a", "b"]
 
 
 def test_a_free_form_top_level_object_is_read_like_plain_json(

@@ -128,6 +128,30 @@ def test_keys_of_two_schema_versions_share_one_column(avro_keys: Keys, store: Sc
     ]
 
 
+def test_keys_whose_field_changed_type_in_one_batch_fail_alone(avro_keys: Keys, store: SchemaStore) -> None:
+    """long and double in one batch: no double column (a long column cannot take it), no lossy cast of 2**60."""
+    num = {"type": "record", "name": "Num", "fields": [{"name": "x", "type": "long"}]}
+    (big,) = avro_keys("keys-retyped", num, [{"x": 2**60}])
+    (real,) = avro_keys("keys-retyped", {**num, "fields": [{"name": "x", "type": "double"}]}, [{"x": 1.5}])
+
+    decoded = KeyDecoder("avro", store).attach(_values(3), [big, real, big])
+
+    (error,) = decoded.errors
+    assert error.row == 1 and "cannot share the column" in str(error.error)
+    assert _key_column(decoded) == [(0, {"x": 2**60}), (2, {"x": 2**60})]
+
+
+def test_plain_json_keys_keep_the_types_of_the_tables_key_column(store: SchemaStore) -> None:
+    """After a restart a batch of whole numbers still fills a double column, as values do."""
+    table = pa.schema([pa.field(KEY_COLUMN, pa.struct([("x", pa.float64())]))])
+
+    decoded = KeyDecoder("json", store, table).attach(_values(2), [b'{"x": 1}', b'{"x": 2}'])
+
+    (part,) = decoded.parts
+    assert part.table.schema.field(KEY_COLUMN).type == pa.struct([("x", pa.float64())])
+    assert _key_column(decoded) == [(0, {"x": 1.0}), (1, {"x": 2.0})]
+
+
 def test_a_key_that_does_not_decode_fails_its_record_only(avro_keys: Keys, store: SchemaStore) -> None:
     (good,) = avro_keys("keys-bad", KEY, [{"tenant": "a", "id": 1}])
     keys: list[bytes | None] = [good, b"plain", good[:6], good]

@@ -168,6 +168,10 @@ CASES: dict[str, Case] = {
         [ID], [ID, _f("nothing", "null")], [{"id": 1}], [{"id": 2, "nothing": None}],
         [{"id": 1}], [{"id": 2}], absent=("nothing",),
     ),
+    "null-record-added": Case(
+        [ID], [ID, _f("empty", _record("Empty", [_f("nothing", "null")]))], [{"id": 1}],
+        [{"id": 2, "empty": {"nothing": None}}], [{"id": 1}], [{"id": 2}], absent=("empty",),
+    ),
     "long-to-int": Case(
         [_f("n", "long")], [_f("n", "int")], [{"n": 2**40}], [{"n": 7}], [{"n": 2**40}], [{"n": 7}],
         types={"n": "long"},

@@ -3,7 +3,8 @@
 A table's ``key_format`` says how: ``string`` (UTF-8, as confluent-kafka's StringSerializer writes) becomes a
 string; ``avro`` and ``json`` keys are decoded by the value decoders (Schema Registry wire format; plain JSON
 objects too), and their writer schema is mapped as a value's is: a record (object) becomes a struct, any other
-schema its own type. Keys of several schemas in one batch share one column type, the union of their fields. A
+schema its own type. Keys of several schemas in one batch share one column type, the union of their fields
+(a field of different types in two schemas makes the later schema's keys errors in that batch). A
 null key reads null. A key that does not decode makes its record an error (the table's error policy applies),
 with a message that says it was the key.
 """
@@ -34,7 +35,8 @@ class KeyDecoder:
     its own lifecycle in the worker for little gain.
     """
 
-    def __init__(self, key_format: KeyFormat, source: SchemaSource) -> None:
+    def __init__(self, key_format: KeyFormat, source: SchemaSource, table_schema: pa.Schema | None = None) -> None:
+        """``table_schema``: the table's, so plain JSON keys keep the types their column has (as values do)."""
         self._format = key_format
         self._source = source
         self._decoder: Decoder | None = None
@@ -45,8 +47,12 @@ class KeyDecoder:
         elif key_format == "json":
             from tableflow.ingest.decode.json import JsonDecoder
 
-            self._decoder = JsonDecoder(source=source)
+            self._decoder = JsonDecoder(known_schema=_key_fields(table_schema), source=source)
         self._records: dict[int, bool] = {}  # schema id → whether it maps to a struct
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
 
     def attach(self, decoded: Decoded, keys: Sequence[bytes | None]) -> Decoded:
         """``decoded`` (the values) with the keys' column on every part; a record whose key fails is an error."""
@@ -61,7 +67,7 @@ class KeyDecoder:
         parts = []
         for part in decoded.parts:
             table, rows = part.table, part.rows
-            if bad & set(rows):
+            if bad and not bad.isdisjoint(rows):
                 kept = [index for index, row in enumerate(rows) if row not in bad]
                 table, rows = table.take(pa.array(kept, pa.int64())), [rows[index] for index in kept]
             if column is not None:
@@ -147,10 +153,20 @@ class KeyDecoder:
         return self._records[schema_id]
 
 
+def _key_fields(table_schema: pa.Schema | None) -> pa.Schema | None:
+    """The fields of the table's key column when it is a struct (plain JSON keys are objects)."""
+    if table_schema is None or KEY_COLUMN not in table_schema.names:
+        return None
+    column: pa.DataType = table_schema.field(KEY_COLUMN).type
+    return pa.schema(list(column)) if pa.types.is_struct(column) else None
+
+
 def _union(known: pa.DataType, other: pa.DataType) -> pa.DataType:
-    """One type for keys of both types (struct fields merged, numbers widened); ArrowTypeError when none."""
+    """One type for keys of both types: struct fields merged, nulls take the other type; ArrowTypeError when
+    none. Numbers are not widened here (int64 and double would make a double no long column can take): schema
+    evolution does that across batches, by its rules."""
     schemas = [pa.schema([pa.field(KEY_COLUMN, known)]), pa.schema([pa.field(KEY_COLUMN, other)])]
-    union: pa.DataType = pa.unify_schemas(schemas, promote_options="permissive").field(KEY_COLUMN).type
+    union: pa.DataType = pa.unify_schemas(schemas).field(KEY_COLUMN).type
     return union
 
 
