@@ -49,7 +49,7 @@ from tableflow.config import TableSettings
 from tableflow.errors import CommitError, FencedError
 from tableflow.ingest.align import align_table
 from tableflow.ingest.buffer import Buffer
-from tableflow.ingest.records import METADATA_SCHEMA, VALUE_COLUMN
+from tableflow.ingest.records import METADATA_SCHEMA, VALUE_COLUMN, before
 from tableflow.schema.evolution import SchemaView, evolve, field_aliases
 
 log = logging.getLogger(__name__)
@@ -261,11 +261,7 @@ class Committer:
         def attempt(table: Table) -> _Outcome:
             current = om.table_offsets(table)
             held = current.get(topic, {})
-            keep = pc.greater_equal(
-                data["_kafka_offset"],
-                pa.array([held.get(p, -1) for p in data["_kafka_partition"].to_pylist()], pa.int64()),
-            )
-            fresh = data.filter(keep)
+            fresh = data.filter(pc.invert(before(data, held, 0)))
             files = list(_dataframe_to_data_files(table.metadata, fresh, table.io)) if fresh.num_rows else []
             moved = {p: max(o, held.get(p, -1)) for p, o in advanced.items()}
             props = {om.OFFSETS_KEY: om.encode(om.merge(current, {topic: moved}))}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Message
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -70,3 +71,13 @@ class MessageBatch:
             ],
             schema=METADATA_SCHEMA,
         )
+
+
+def before(rows: pa.Table, positions: Mapping[int, int], default: int) -> pa.ChunkedArray:
+    """Which ``rows`` lie before their partition's position (``default`` for a partition ``positions`` lacks),
+    by their ``_kafka_partition`` and ``_kafka_offset`` columns; vectorized, one lookup per row."""
+    partitions = pa.array(list(positions), rows["_kafka_partition"].type)
+    limits = pa.array([*positions.values(), default], pa.int64())
+    index = pc.fill_null(pc.index_in(rows["_kafka_partition"], value_set=partitions), len(positions))
+    mask: pa.ChunkedArray = pc.less(rows["_kafka_offset"], pc.take(limits, index))
+    return mask

@@ -44,7 +44,7 @@ from tableflow.config import Settings, TableSettings
 from tableflow.ingest.commit import Committer
 from tableflow.ingest.decode.factory import make_decoder
 from tableflow.ingest.decode.key import KeyDecoder
-from tableflow.ingest.records import METADATA_SCHEMA
+from tableflow.ingest.records import METADATA_SCHEMA, before
 from tableflow.ingest.service import TableNotFoundError
 from tableflow.ingest.worker import admitted_rows
 from tableflow.lake import open_catalog, state_engine
@@ -164,8 +164,7 @@ class DeadLetterReplay:
             counts, fresh, done = ReplayResult(), [], []
             for piece in rows:
                 there = _marks(piece, present)
-                limits = pa.array([held.get(p, 0) for p in piece["_kafka_partition"].to_pylist()], pa.int64())
-                settled = pc.or_(there, pc.less(piece["_kafka_offset"], limits))  # ingestion never reads it again
+                settled = pc.or_(there, before(piece, held, 0))  # ingestion never reads it again
                 new = pc.and_(settled, pc.invert(there))
                 fresh.append(piece.filter(new))
                 done.append(piece.filter(settled).select(KEY_COLUMNS))

@@ -21,7 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.catalog import Catalog
 
@@ -33,7 +32,7 @@ from tableflow.ingest.commit import DLQ_SCHEMA, CommitResult, Committer
 from tableflow.ingest.decode import Decoded, Decoder, RecordError
 from tableflow.ingest.decode.factory import make_decoder
 from tableflow.ingest.decode.key import KeyDecoder
-from tableflow.ingest.records import MessageBatch
+from tableflow.ingest.records import MessageBatch, before
 from tableflow.ingest.status import ErrorInfo, TableStatus
 from tableflow.schema.registry import SchemaSource
 
@@ -386,5 +385,4 @@ def _rows(decoded: Decoded, metadata: pa.Table) -> list[pa.Table]:
 
 def _before(table: pa.Table, cut: dict[int, int]) -> pa.Table:
     """Rows of ``table`` that lie before the cut offset of their partition."""
-    limits = pa.array([cut.get(p, 2**62) for p in table["_kafka_partition"].to_pylist()], pa.int64())
-    return table.filter(pc.less(table["_kafka_offset"], limits))
+    return table.filter(before(table, cut, 2**62))

@@ -7,6 +7,7 @@ import pyarrow as pa
 from tableflow import offsets as om
 from tableflow.ingest.align import align_table
 from tableflow.ingest.buffer import Buffer
+from tableflow.ingest.records import before
 
 
 def test_offset_map_round_trips_and_is_canonical() -> None:
@@ -82,3 +83,15 @@ def test_align_fills_missing_nested_fields_and_promotes_types() -> None:
         {"a": 1, "s": {"x": 1, "y": None}, "l": [{"x": 2, "y": None}], "m": [("k", "v")], "new": None},
         {"a": None, "s": None, "l": None, "m": None, "new": None},
     ]
+
+
+def test_before_compares_each_row_with_its_partitions_position() -> None:
+    rows = pa.table(
+        {
+            "_kafka_partition": pa.chunked_array([pa.array([0, 1, 2], pa.int32()), pa.array([1], pa.int32())]),
+            "_kafka_offset": pa.chunked_array([pa.array([5, 5, 5]), pa.array([9])]),
+        }
+    )
+
+    assert before(rows, {1: 6, 0: 5}, default=100).to_pylist() == [False, True, True, False]
+    assert before(rows, {}, default=0).to_pylist() == [False] * 4
